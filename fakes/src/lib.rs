@@ -5,3 +5,4 @@
 pub mod cloud;
 pub mod crypto;
 pub mod jwt;
+pub mod servicebus;
