@@ -53,7 +53,7 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Whether this grant covers `entity` of the namespace `host` at `now`.
+    /// Returns whether this grant covers `entity` of the namespace `host` at `now`.
     pub fn covers(&self, host: &str, entity: &EntityAddress, now: OffsetDateTime) -> bool {
         self.host.eq_ignore_ascii_case(host)
             && (self.entity_key.is_empty() || self.entity_key == entity.entity_key())
@@ -136,7 +136,7 @@ pub fn put_token(cloud: &Cloud, request: &PutTokenRequest) -> Result<Grant, PutT
             return Err(fail(STATUS_UNAUTHORIZED, reason));
         }
         TOKEN_TYPE_SAS => {
-            // NOTE: the model holds no SAS keys, so every shared access signature fails as
+            // NOTE: the model stores no SAS keys, so every shared access signature fails as
             // one signed with a wrong key would.
             return Err(fail(
                 STATUS_UNAUTHORIZED,
@@ -210,7 +210,7 @@ pub fn encode_response(
     out
 }
 
-/// The description Service Bus gives a link that lacks the claim for its direction.
+/// Builds the description Service Bus gives a link that lacks the claim for its direction.
 pub fn unauthorized_description(
     namespace: &Namespace,
     entity: &str,
@@ -225,7 +225,7 @@ pub fn unauthorized_description(
     )
 }
 
-/// The description Service Bus gives an attach to an entity that does not exist.
+/// Builds the description Service Bus gives an attach to an entity that does not exist.
 pub fn not_found_description(host: &str, entity: &str, now: OffsetDateTime) -> String {
     format!(
         "The messaging entity '{}' could not be found. To know more visit https://aka.ms/sbResourceMgrExceptions. {}",
@@ -234,7 +234,7 @@ pub fn not_found_description(host: &str, entity: &str, now: OffsetDateTime) -> S
     )
 }
 
-/// The `TrackingId:…, SystemTracker:…, Timestamp:…` tail of Service Bus error descriptions.
+/// Builds the `TrackingId:…, SystemTracker:…, Timestamp:…` tail of Service Bus error descriptions.
 pub fn tracking_suffix(system_tracker: Option<&str>, now: OffsetDateTime) -> String {
     let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
     let timestamp = now.format(format).unwrap_or_default();
@@ -318,5 +318,7 @@ mod tests {
         assert!(text.contains(
             "_G0, SystemTracker:ns.servicebus.windows.net:q1, Timestamp:1970-01-01T00:00:00"
         ));
+        let listen = unauthorized_description(&namespace, "q1", "Listen", now);
+        assert!(listen.starts_with("Unauthorized access. 'Listen' claim(s) are required"));
     }
 }

@@ -123,7 +123,15 @@ where
     let handshake = timeout(HANDSHAKE_TIMEOUT, negotiate(&mut reader, &mut writer)).await;
     match handshake {
         Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return Ok(()),
+        Ok(Ok(false)) => {
+            // Closing with unread input makes the kernel reset the connection, and the
+            // client would lose the header just sent; read what is left first.
+            let _ = writer.shutdown().await;
+            let mut sink = [0u8; 1024];
+            let drain = async { while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = timeout(Duration::from_secs(2), drain).await;
+            return Ok(());
+        }
         Ok(Err(error)) => return Err(error),
         Err(_) => {
             debug!("rejected: handshake timed out");

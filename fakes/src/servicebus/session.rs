@@ -497,10 +497,15 @@ impl Session {
         detach: Detach,
     ) -> Result<(), ConnectionFailure> {
         let handle = detach.handle.0;
-        let link = self
-            .links
-            .remove(&handle)
-            .ok_or_else(|| unattached(handle))?;
+        let Some(link) = self.links.remove(&handle) else {
+            // A client whose attach was refused may detach twice: once in reply to the
+            // broker's detach and once more while it cleans up.
+            debug!(
+                handle,
+                "detach for a link that is no longer attached ignored"
+            );
+            return Ok(());
+        };
         if let Some(error) = &detach.error {
             link.span
                 .in_scope(|| debug!(condition = ?error.condition, "client detached with an error"));
