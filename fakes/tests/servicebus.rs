@@ -430,7 +430,9 @@ async fn sender_without_role_is_unauthorized() {
             .await
             .is_err()
     );
-    connection.close().await.unwrap();
+    // After that failure fe2o3-amqp may have stopped its connection engine already, so
+    // closing can report IllegalState.
+    let _ = connection.close().await;
 }
 
 #[tokio::test]
