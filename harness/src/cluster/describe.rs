@@ -192,7 +192,7 @@ fn describe_container(out: &mut String, container: &Container, statuses: &[Conta
     }
 }
 
-/// The value column of an env var, with kubectl's wording for references.
+/// Formats the value column of an env var, with kubectl's wording for references.
 fn env_display(var: &EnvVar) -> String {
     let Some(source) = &var.value_from else {
         return var.value.clone().unwrap_or_default();

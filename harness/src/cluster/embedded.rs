@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -23,17 +23,16 @@ use tracing::Instrument;
 use xtenant_fakes::crypto::SigningKey;
 
 use super::admission;
-use super::kubelet::{self, PodOutcome, TokenFile};
 use super::manifest::{Object, parse_manifests};
+use super::pod_status;
 use super::token::ObjectRef;
+use super::volumes::{self, TokenFile};
 use super::webhook::WebhookConfig;
 use super::{Cluster, ClusterError, JobConditionType, describe};
+use super::{job_controller, kubelet};
 
 /// Image of the Service Bus sample workload; any tag maps to `[workload_exe, "servicebusdemo"]`.
 pub const SAMPLE_IMAGE: &str = "ghcr.io/azure-samples/aks-app-samples/servicebusdemo";
-
-/// Retries of a failing job when `spec.backoffLimit` is unset (Kubernetes default).
-const DEFAULT_BACKOFF_LIMIT: i32 = 6;
 
 /// Supplier of the model's current time.
 pub type NowFn = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
@@ -246,12 +245,14 @@ impl EmbeddedCluster {
                     return unchanged_or_immutable(&existing.applied, &applied, "Job.batch", &key);
                 }
                 admission::validate_job(job)?;
-                store
-                    .jobs
-                    .insert(key.clone(), new_job_record(job, applied, self.shared.now()));
+                store.jobs.insert(
+                    key.clone(),
+                    job_controller::new_job_record(job, applied, self.shared.now()),
+                );
                 let span = tracing::info_span!("job", namespace = %key.0, name = %key.1);
                 let shared = self.shared.clone();
-                self.tasks.spawn(run_job(shared, key).instrument(span));
+                self.tasks
+                    .spawn(job_controller::run_job(shared, key).instrument(span));
                 "created"
             }
             Object::Pod(pod) => {
@@ -336,7 +337,11 @@ impl EmbeddedCluster {
         }
         for pod_name in &record.pods {
             let pod_key = (namespace.to_owned(), pod_name.clone());
-            if let Some(message) = store.pods.get(&pod_key).and_then(kubelet::image_pull_error) {
+            if let Some(message) = store
+                .pods
+                .get(&pod_key)
+                .and_then(pod_status::image_pull_error)
+            {
                 return Ok(Some(Err(ClusterError::ImagePull {
                     namespace: namespace.to_owned(),
                     pod: pod_name.clone(),
@@ -347,7 +352,7 @@ impl EmbeddedCluster {
         Ok(None)
     }
 
-    /// A one-line summary of a job for timeout messages: counts, last event, pod waits.
+    /// Summarizes a job in one line for timeout messages: counts, last event, pod waits.
     fn job_state(&self, name: &str, namespace: &str) -> String {
         let store = self.shared.store();
         let key = (namespace.to_owned(), name.to_owned());
@@ -366,7 +371,11 @@ impl EmbeddedCluster {
         }
         for pod_name in &record.pods {
             let pod_key = (namespace.to_owned(), pod_name.clone());
-            if let Some(reason) = store.pods.get(&pod_key).and_then(kubelet::waiting_reason) {
+            if let Some(reason) = store
+                .pods
+                .get(&pod_key)
+                .and_then(pod_status::waiting_reason)
+            {
                 state.push_str(&format!("; pod {pod_name} waiting: {reason}"));
             }
         }
@@ -398,7 +407,7 @@ impl EmbeddedCluster {
                 .pods
                 .get(&(namespace.to_owned(), pod_name.clone()))
                 .ok_or_else(|| not_found("pod", namespace, &pod_name))?;
-            kubelet::default_log_path(record)
+            pod_status::default_log_path(record)
         };
         match std::fs::read_to_string(&path) {
             Ok(log) => Ok(log),
@@ -472,7 +481,7 @@ impl EmbeddedCluster {
         let keys: Vec<Key> = self.shared.store().pods.keys().cloned().collect();
         let mut rotated = 0;
         for key in keys {
-            rotated += kubelet::refresh_pod_tokens(&self.shared, &key)?;
+            rotated += volumes::refresh_pod_tokens(&self.shared, &key)?;
         }
         Ok(rotated)
     }
@@ -557,145 +566,4 @@ fn secret_with_string_data(secret: &Secret) -> Secret {
         }
     }
     stored
-}
-
-fn new_job_record(job: &Job, applied: Value, now: OffsetDateTime) -> JobRecord {
-    let mut job = job.clone();
-    job.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
-    job.status = Some(JobStatus {
-        start_time: Some(kube_time(now)),
-        active: Some(0),
-        ..Default::default()
-    });
-    JobRecord {
-        job,
-        applied,
-        pods: Vec::new(),
-        last_event: None,
-    }
-}
-
-/// The job controller for one job: creates one pod at a time until `completions` pods
-/// succeeded or more than `backoffLimit` failed.
-///
-/// NOTE: pods run one after another, so `parallelism` is ignored, and a failed pod is
-/// replaced at once, without the controller's exponential back-off (10 s, 20 s, ...).
-/// `restartPolicy: OnFailure` also gets a new pod instead of a restarted container.
-async fn run_job(shared: Arc<Shared>, key: Key) {
-    let mut objects = shared.objects_changed.subscribe();
-    loop {
-        let template = {
-            let mut store = shared.store();
-            let Some(record) = store.jobs.get_mut(&key) else {
-                return;
-            };
-            if finish_job_if_done(record, shared.now()) {
-                drop(store);
-                shared.notify_status();
-                return;
-            }
-            record.job.clone()
-        };
-
-        objects.mark_unchanged();
-        let created = {
-            let mut store = shared.store();
-            let pod = admission::pod_from_job(&template);
-            let created = admission::create_pod(&shared, &mut store, pod);
-            let record = store
-                .jobs
-                .get_mut(&key)
-                .expect("the job exists while its controller runs");
-            match &created {
-                Ok(pod_key) => {
-                    record.pods.push(pod_key.1.clone());
-                    record.last_event = None;
-                    set_active(record, 1);
-                }
-                Err(message) => {
-                    tracing::info!(event = "FailedCreate", %message, "pod creation rejected");
-                    record.last_event = Some(format!("Error creating: {message}"));
-                }
-            }
-            created
-        };
-        shared.notify_status();
-
-        let Ok(pod_key) = created else {
-            // Retry when `apply` changes objects, for example once the service account exists.
-            if objects.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        let outcome = kubelet::run_pod(shared.clone(), pod_key).await;
-        let mut store = shared.store();
-        let Some(record) = store.jobs.get_mut(&key) else {
-            return;
-        };
-        set_active(record, 0);
-        let status = record.job.status.get_or_insert_with(Default::default);
-        match outcome {
-            PodOutcome::Succeeded => status.succeeded = Some(status.succeeded.unwrap_or(0) + 1),
-            PodOutcome::Failed => status.failed = Some(status.failed.unwrap_or(0) + 1),
-            // The pod waits forever, as a pod in ErrImagePull does; the job stays active.
-            PodOutcome::Stuck => {
-                set_active(record, 1);
-                drop(store);
-                shared.notify_status();
-                return;
-            }
-        }
-        drop(store);
-        shared.notify_status();
-    }
-}
-
-fn set_active(record: &mut JobRecord, active: i32) {
-    record
-        .job
-        .status
-        .get_or_insert_with(Default::default)
-        .active = Some(active);
-}
-
-/// Adds the terminal conditions once the job is done and returns whether it is.
-fn finish_job_if_done(record: &mut JobRecord, now: OffsetDateTime) -> bool {
-    let spec = record.job.spec.clone().unwrap_or_default();
-    let completions = spec.completions.unwrap_or(1);
-    let backoff_limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
-    let status = record.job.status.get_or_insert_with(Default::default);
-    let succeeded = status.succeeded.unwrap_or(0);
-    let failed = status.failed.unwrap_or(0);
-    // Kubernetes 1.31 and later set SuccessCriteriaMet or FailureTarget before the final
-    // condition; both are listed the same way here.
-    let conditions = if succeeded >= completions {
-        status.completion_time = Some(kube_time(now));
-        [("SuccessCriteriaMet", None, None), ("Complete", None, None)]
-    } else if failed > backoff_limit {
-        let reason = Some("BackoffLimitExceeded");
-        let message = Some("Job has reached the specified backoff limit");
-        [
-            ("FailureTarget", reason, message),
-            ("Failed", reason, message),
-        ]
-    } else {
-        return false;
-    };
-    status.conditions = Some(
-        conditions
-            .into_iter()
-            .map(|(type_, reason, message)| JobCondition {
-                type_: type_.to_owned(),
-                status: "True".to_owned(),
-                reason: reason.map(str::to_owned),
-                message: message.map(str::to_owned),
-                last_probe_time: Some(kube_time(now)),
-                last_transition_time: Some(kube_time(now)),
-            })
-            .collect(),
-    );
-    status.active = Some(0);
-    tracing::info!(succeeded, failed, "job finished");
-    true
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::manifest::ManifestError;
 
-/// Why a cluster operation failed.
+/// A failed cluster operation.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The YAML given to `apply` could not be read; the message names the document and line.

@@ -28,7 +28,7 @@ pub enum Object {
 }
 
 impl Object {
-    /// The object's metadata.
+    /// Returns the object's metadata.
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
             Object::ServiceAccount(o) => &o.metadata,
@@ -49,7 +49,7 @@ impl Object {
         }
     }
 
-    /// The resource name kubectl prints before the object name (`job.batch/x created`).
+    /// Returns the resource name kubectl prints before the object name (`job.batch/x created`).
     pub fn kubectl_resource(&self) -> &'static str {
         match self {
             Object::ServiceAccount(_) => "serviceaccount",
@@ -60,12 +60,12 @@ impl Object {
         }
     }
 
-    /// The object's name, empty when the manifest has none.
+    /// Returns the object's name, empty when the manifest has none.
     pub fn name(&self) -> &str {
         self.metadata().name.as_deref().unwrap_or("")
     }
 
-    /// The object's namespace after defaulting.
+    /// Returns the object's namespace after defaulting.
     pub fn namespace(&self) -> &str {
         self.metadata()
             .namespace
@@ -74,7 +74,7 @@ impl Object {
     }
 }
 
-/// Why a manifest could not be read.
+/// A manifest that could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// A document is not valid YAML or does not match the schema of its kind.

@@ -7,12 +7,16 @@
 //! trait. Start with [`EmbeddedCluster::new`] and [`Cluster::apply`].
 
 mod admission;
+mod container_env;
 mod describe;
 pub mod embedded;
 mod error;
+mod job_controller;
 mod kubelet;
 pub mod manifest;
+mod pod_status;
 pub mod token;
+mod volumes;
 pub mod webhook;
 
 use std::future::Future;
@@ -32,7 +36,7 @@ pub enum JobConditionType {
 }
 
 impl JobConditionType {
-    /// The condition's `type` in the job status.
+    /// Returns the condition's `type` in the job status.
     pub fn as_str(self) -> &'static str {
         match self {
             JobConditionType::Complete => "Complete",

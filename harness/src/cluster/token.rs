@@ -16,7 +16,7 @@ pub struct ObjectRef {
     pub uid: String,
 }
 
-/// What a token is issued for: the kubelet's TokenRequest for one projected volume source.
+/// The subject and lifetime of a token: the kubelet's TokenRequest for one projected volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRequest {
     /// The issuer URL (`--service-account-issuer`), trailing slash included when it has one.
@@ -30,7 +30,7 @@ pub struct TokenRequest {
 }
 
 impl TokenRequest {
-    /// The token subject, `system:serviceaccount:<namespace>:<name>`.
+    /// Returns the token subject, `system:serviceaccount:<namespace>:<name>`.
     pub fn subject(&self) -> String {
         format!(
             "system:serviceaccount:{}:{}",

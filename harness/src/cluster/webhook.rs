@@ -63,7 +63,7 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
-    /// A config for the given tenant and authority with the default audience.
+    /// Creates a config for the given tenant and authority with the default audience.
     pub fn new(default_tenant_id: impl Into<String>, authority_host: impl Into<String>) -> Self {
         Self {
             default_tenant_id: default_tenant_id.into(),
@@ -81,7 +81,7 @@ impl WebhookConfig {
     }
 }
 
-/// Why the webhook denies a pod. The messages are the webhook's own; the API server prefixes
+/// A webhook denial of a pod. The messages are the webhook's own, and the API server prefixes
 /// them with `admission webhook "mutation.azure-workload-identity.io" denied the request: `.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
@@ -102,7 +102,7 @@ pub enum AdmissionError {
 }
 
 impl AdmissionError {
-    /// The HTTP status the webhook puts in its admission response.
+    /// Returns the HTTP status the webhook puts in its admission response.
     pub fn http_status(&self) -> u16 {
         400
     }
@@ -198,7 +198,7 @@ pub fn mutation_patch(
     Ok(Value::Array(operations))
 }
 
-/// The pod's service account name, `default` when the spec names none.
+/// Returns the pod's service account name, `default` when the spec names none.
 pub fn service_account_name(pod: &Pod) -> &str {
     pod.spec
         .as_ref()
