@@ -72,6 +72,31 @@ impl Default for QueueProperties {
     }
 }
 
+/// Where a message is in its life cycle (`x-opt-message-state` on delivered messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageState {
+    /// Receivable, or locked by a receiver.
+    Active = 0,
+    /// Set aside by its receiver; only `receive-by-sequence-number` returns it.
+    Deferred = 1,
+    /// Waiting for its scheduled enqueue time.
+    Scheduled = 2,
+}
+
+/// Why a message is in the dead-letter queue: the `DeadLetterReason` and
+/// `DeadLetterErrorDescription` application properties Service Bus adds to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterInfo {
+    pub reason: Option<String>,
+    pub description: Option<String>,
+}
+
+/// Reason Service Bus gives a message moved after too many deliveries.
+pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
+/// Reason Service Bus gives a message that expired in a queue with
+/// `deadLetteringOnMessageExpiration`.
+pub const TTL_EXPIRED: &str = "TTLExpiredException";
+
 /// A message as the queue stores it.
 #[derive(Clone, Debug)]
 pub struct StoredMessage {
@@ -85,11 +110,54 @@ pub struct StoredMessage {
     /// Deliveries before the current one.
     pub delivery_count: u32,
     pub lock: Option<MessageLock>,
+    pub state: MessageState,
+    /// The message's `group-id`, which Service Bus calls its session id.
+    pub session_id: Option<String>,
+    /// When a scheduled message becomes active.
+    pub scheduled_enqueue_at: Option<OffsetDateTime>,
+    /// When the message expires: its time-to-live, capped by the queue's default, after it
+    /// was enqueued.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Set on messages in the dead-letter queue.
+    pub dead_letter: Option<DeadLetterInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageLock {
     pub token: uuid::Uuid,
+    pub locked_until: OffsetDateTime,
+}
+
+/// A message a client sends, with the fields the broker reads from its sections.
+#[derive(Clone, Debug, Default)]
+pub struct NewMessage {
+    pub header: Bytes,
+    pub encoded: Bytes,
+    pub session_id: Option<String>,
+    /// The header's `ttl`.
+    pub time_to_live: Option<Duration>,
+    /// `x-opt-scheduled-enqueue-time`; the message stays invisible until then.
+    pub scheduled_enqueue_at: Option<OffsetDateTime>,
+}
+
+/// The two message stores a receiver can read: the queue and its `$DeadLetterQueue`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubQueue {
+    Main,
+    DeadLetter,
+}
+
+/// A message session of a session-enabled queue: its state and the receiver holding it.
+#[derive(Clone, Debug, Default)]
+pub struct MessageSession {
+    pub state: Option<Bytes>,
+    pub lock: Option<SessionLock>,
+}
+
+/// A session lock. `owner` identifies the holding connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionLock {
+    pub owner: uuid::Uuid,
     pub locked_until: OffsetDateTime,
 }
 
@@ -100,8 +168,11 @@ pub struct Queue {
     pub name: String,
     pub properties: QueueProperties,
     pub created_at: OffsetDateTime,
+    /// Active, deferred and scheduled messages.
     pub messages: VecDeque<StoredMessage>,
     pub dead_letters: VecDeque<StoredMessage>,
+    /// Message sessions by session id (case-sensitive, as in Service Bus).
+    pub sessions: BTreeMap<String, MessageSession>,
     next_sequence_number: i64,
 }
 
@@ -115,36 +186,87 @@ impl Queue {
             created_at: now,
             messages: VecDeque::new(),
             dead_letters: VecDeque::new(),
+            sessions: BTreeMap::new(),
             next_sequence_number: 1,
         }
     }
 
-    /// Appends a message and returns its sequence number. `header` is the sender's header
-    /// section (empty when it sent none) and `encoded` every section after it.
+    /// Appends a message without a session, time-to-live or schedule and returns its
+    /// sequence number. `header` is the sender's header section (empty when it sent none)
+    /// and `encoded` every section after it.
     pub fn enqueue(&mut self, header: Bytes, encoded: Bytes, now: OffsetDateTime) -> i64 {
-        let sequence_number = self.next_sequence_number;
-        self.next_sequence_number += 1;
-        self.messages.push_back(StoredMessage {
-            sequence_number,
-            enqueued_at: now,
+        let message = NewMessage {
             header,
             encoded,
+            ..NewMessage::default()
+        };
+        self.push(message, now)
+    }
+
+    /// Stores a message a client sent, checking the rules the queue's settings impose, and
+    /// returns its sequence number.
+    pub fn send(&mut self, message: NewMessage, now: OffsetDateTime) -> Result<i64, SendError> {
+        if self.properties.requires_session && message.session_id.is_none() {
+            return Err(SendError::SessionIdMissing);
+        }
+        Ok(self.push(message, now))
+    }
+
+    fn push(&mut self, message: NewMessage, now: OffsetDateTime) -> i64 {
+        let sequence_number = self.next_sequence_number;
+        self.next_sequence_number += 1;
+        let scheduled = message.scheduled_enqueue_at.filter(|at| *at > now);
+        let enqueued_at = scheduled.unwrap_or(now);
+        let time_to_live = match (
+            message.time_to_live,
+            self.properties.default_message_time_to_live,
+        ) {
+            (Some(own), Some(default)) => Some(own.min(default)),
+            (own, default) => own.or(default),
+        };
+        self.messages.push_back(StoredMessage {
+            sequence_number,
+            enqueued_at,
+            header: message.header,
+            encoded: message.encoded,
             delivery_count: 0,
             lock: None,
+            state: if scheduled.is_some() {
+                MessageState::Scheduled
+            } else {
+                MessageState::Active
+            },
+            session_id: message.session_id,
+            scheduled_enqueue_at: message.scheduled_enqueue_at,
+            expires_at: time_to_live.map(|ttl| enqueued_at + ttl),
+            dead_letter: None,
         });
         sequence_number
     }
 
-    /// Messages in the queue, locked or not (`activeMessageCount` in ARM).
+    /// Active messages, locked or not (`activeMessageCount` in ARM).
     pub fn active_count(&self) -> usize {
-        self.messages.len()
+        self.count_in(MessageState::Active)
+    }
+
+    pub fn scheduled_count(&self) -> usize {
+        self.count_in(MessageState::Scheduled)
+    }
+
+    pub fn deferred_count(&self) -> usize {
+        self.count_in(MessageState::Deferred)
+    }
+
+    fn count_in(&self, state: MessageState) -> usize {
+        self.messages.iter().filter(|m| m.state == state).count()
     }
 
     pub fn dead_letter_count(&self) -> usize {
         self.dead_letters.len()
     }
 
-    /// Messages that a receiver could take now: not locked, or locked past their expiry.
+    /// Messages that a receiver could take now: active and not locked, or locked past
+    /// their expiry.
     pub fn available_count(&self, now: OffsetDateTime) -> usize {
         self.messages
             .iter()
@@ -152,25 +274,84 @@ impl Queue {
             .count()
     }
 
-    /// Locks the first available message for the queue's lock duration (peek-lock).
+    /// Applies what the passage of time does: scheduled messages whose time has come
+    /// become active, and unlocked messages past their expiry are dropped or, with
+    /// `deadLetteringOnMessageExpiration`, dead-lettered. Every receive, peek and send runs
+    /// this first; ARM counts read the queue as this last left it.
+    pub fn apply_time(&mut self, now: OffsetDateTime) {
+        for message in &mut self.messages {
+            if message.state == MessageState::Scheduled
+                && message.scheduled_enqueue_at.is_none_or(|at| at <= now)
+            {
+                message.state = MessageState::Active;
+            }
+        }
+        let expired = |m: &StoredMessage| {
+            m.state != MessageState::Scheduled
+                && m.expires_at.is_some_and(|at| at <= now)
+                && m.lock.as_ref().is_none_or(|lock| lock.locked_until <= now)
+        };
+        let mut kept = VecDeque::with_capacity(self.messages.len());
+        for mut message in std::mem::take(&mut self.messages) {
+            if !expired(&message) {
+                kept.push_back(message);
+                continue;
+            }
+            if self.properties.dead_lettering_on_message_expiration {
+                message.lock = None;
+                message.dead_letter = Some(DeadLetterInfo {
+                    reason: Some(TTL_EXPIRED.to_owned()),
+                    description: Some("The message expired and was dead lettered.".to_owned()),
+                });
+                self.dead_letters.push_back(message);
+            }
+        }
+        self.messages = kept;
+        // Messages in the dead-letter queue do not expire (Service Bus ignores their TTL).
+    }
+
+    /// Locks the first available message of the main queue for the queue's lock duration
+    /// (peek-lock), in any session.
+    pub fn lock_next(&mut self, now: OffsetDateTime) -> Option<StoredMessage> {
+        self.lock_next_from(SubQueue::Main, None, now)
+    }
+
+    /// Locks the first available message of `sub`, restricted to `session` when given.
     ///
     /// The returned copy carries the delivery count before this delivery; the stored
     /// message counts this delivery. A message that has already been delivered
     /// `max_delivery_count` times moves to the dead-letter queue instead, as Service Bus
     /// does with reason `MaxDeliveryCountExceeded`.
-    pub fn lock_next(&mut self, now: OffsetDateTime) -> Option<StoredMessage> {
+    pub fn lock_next_from(
+        &mut self,
+        sub: SubQueue,
+        session: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Option<StoredMessage> {
+        self.apply_time(now);
+        let lock_duration = self.properties.lock_duration;
+        let max_delivery_count = self.properties.max_delivery_count;
         loop {
-            let index = self.messages.iter().position(|m| is_available(m, now))?;
-            if self.messages[index].delivery_count >= self.properties.max_delivery_count {
-                let mut message = self.messages.remove(index)?;
+            let store = self.store_mut(sub);
+            let index = store
+                .iter()
+                .position(|m| is_available(m, now) && in_session(m, session))?;
+            if sub == SubQueue::Main && store[index].delivery_count >= max_delivery_count {
+                let mut message = store.remove(index)?;
                 message.lock = None;
+                message.dead_letter = Some(DeadLetterInfo {
+                    reason: Some(MAX_DELIVERY_COUNT_EXCEEDED.to_owned()),
+                    description: Some(format!(
+                        "Message could not be consumed after {max_delivery_count} delivery attempts."
+                    )),
+                });
                 self.dead_letters.push_back(message);
                 continue;
             }
-            let message = &mut self.messages[index];
+            let message = &mut store[index];
             message.lock = Some(MessageLock {
                 token: uuid::Uuid::new_v4(),
-                locked_until: now + self.properties.lock_duration,
+                locked_until: now + lock_duration,
             });
             let delivered = message.clone();
             message.delivery_count += 1;
@@ -178,35 +359,111 @@ impl Queue {
         }
     }
 
-    /// Removes and returns the first available message (receive-and-delete).
+    /// Removes and returns the first available message of the main queue
+    /// (receive-and-delete).
     pub fn receive_and_delete(&mut self, now: OffsetDateTime) -> Option<StoredMessage> {
-        let index = self.messages.iter().position(|m| is_available(m, now))?;
-        self.messages.remove(index)
+        self.receive_and_delete_from(SubQueue::Main, None, now)
+    }
+
+    /// Removes and returns the first available message of `sub`, restricted to `session`
+    /// when given.
+    pub fn receive_and_delete_from(
+        &mut self,
+        sub: SubQueue,
+        session: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Option<StoredMessage> {
+        self.apply_time(now);
+        let store = self.store_mut(sub);
+        let index = store
+            .iter()
+            .position(|m| is_available(m, now) && in_session(m, session))?;
+        store.remove(index)
+    }
+
+    /// Copies up to `count` messages of `sub` from sequence number `from` on, in any state,
+    /// without locking them (peek).
+    pub fn peek(
+        &mut self,
+        sub: SubQueue,
+        from: i64,
+        count: usize,
+        session: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Vec<StoredMessage> {
+        self.apply_time(now);
+        let mut peeked: Vec<StoredMessage> = self
+            .store_mut(sub)
+            .iter()
+            .filter(|m| m.sequence_number >= from && in_session(m, session))
+            .cloned()
+            .collect();
+        peeked.sort_by_key(|m| m.sequence_number);
+        peeked.truncate(count);
+        peeked
     }
 
     /// Removes the message held by `token` (complete).
     pub fn complete(&mut self, token: uuid::Uuid, now: OffsetDateTime) -> Result<(), LockLost> {
-        let index = self.locked_index(token, now)?;
-        self.messages.remove(index);
+        let (sub, index) = self.locked_index(token, now)?;
+        self.store_mut(sub).remove(index);
         Ok(())
     }
 
     /// Unlocks the message held by `token` so it can be delivered again (abandon). Its
     /// next delivery reports one more prior delivery.
     pub fn abandon(&mut self, token: uuid::Uuid, now: OffsetDateTime) -> Result<(), LockLost> {
-        let index = self.locked_index(token, now)?;
-        self.messages[index].lock = None;
+        let (sub, index) = self.locked_index(token, now)?;
+        self.store_mut(sub)[index].lock = None;
         Ok(())
     }
 
-    /// Moves the message held by `token` to the dead-letter queue.
-    pub fn dead_letter(&mut self, token: uuid::Uuid, now: OffsetDateTime) -> Result<(), LockLost> {
-        let index = self.locked_index(token, now)?;
+    /// Unlocks the message held by `token` and sets it aside until a receiver asks for it
+    /// by sequence number (defer).
+    pub fn defer(&mut self, token: uuid::Uuid, now: OffsetDateTime) -> Result<(), LockLost> {
+        let (sub, index) = self.locked_index(token, now)?;
+        let message = &mut self.store_mut(sub)[index];
+        message.lock = None;
+        if sub == SubQueue::Main {
+            message.state = MessageState::Deferred;
+        }
+        Ok(())
+    }
+
+    /// Moves the message held by `token` to the dead-letter queue with `info`. A message
+    /// already in the dead-letter queue stays there unchanged.
+    pub fn dead_letter(
+        &mut self,
+        token: uuid::Uuid,
+        info: DeadLetterInfo,
+        now: OffsetDateTime,
+    ) -> Result<(), LockLost> {
+        let (sub, index) = self.locked_index(token, now)?;
+        if sub == SubQueue::DeadLetter {
+            self.dead_letters[index].lock = None;
+            return Ok(());
+        }
         if let Some(mut message) = self.messages.remove(index) {
             message.lock = None;
+            message.state = MessageState::Active;
+            message.dead_letter = Some(info);
             self.dead_letters.push_back(message);
         }
         Ok(())
+    }
+
+    /// Extends the lock `token` by the queue's lock duration and returns its new expiry.
+    pub fn renew_lock(
+        &mut self,
+        token: uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, LockLost> {
+        let (sub, index) = self.locked_index(token, now)?;
+        let locked_until = now + self.properties.lock_duration;
+        if let Some(lock) = self.store_mut(sub)[index].lock.as_mut() {
+            lock.locked_until = locked_until;
+        }
+        Ok(locked_until)
     }
 
     /// Drops the lock `token` whether or not it has expired, as when the receiving
@@ -215,6 +472,7 @@ impl Queue {
         let held = self
             .messages
             .iter_mut()
+            .chain(self.dead_letters.iter_mut())
             .find(|m| m.lock.as_ref().is_some_and(|lock| lock.token == token));
         match held {
             Some(message) => {
@@ -225,14 +483,186 @@ impl Queue {
         }
     }
 
-    fn locked_index(&self, token: uuid::Uuid, now: OffsetDateTime) -> Result<usize, LockLost> {
-        self.messages
+    /// Takes the deferred messages of `sub` with the given sequence numbers, locking them
+    /// (peek-lock) or removing them (receive-and-delete). Fails, taking none, when one of
+    /// them is not a deferred message.
+    pub fn receive_deferred(
+        &mut self,
+        sub: SubQueue,
+        sequence_numbers: &[i64],
+        peek_lock: bool,
+        now: OffsetDateTime,
+    ) -> Result<Vec<StoredMessage>, MessageNotFound> {
+        self.apply_time(now);
+        let lock_duration = self.properties.lock_duration;
+        let store = self.store_mut(sub);
+        let deferred =
+            |m: &StoredMessage| sub == SubQueue::DeadLetter || m.state == MessageState::Deferred;
+        let mut indexes = Vec::with_capacity(sequence_numbers.len());
+        for number in sequence_numbers {
+            let index = store
+                .iter()
+                .position(|m| m.sequence_number == *number && deferred(m) && is_unlocked(m, now))
+                .ok_or(MessageNotFound(*number))?;
+            indexes.push(index);
+        }
+        if !peek_lock {
+            indexes.sort_unstable_by(|a, b| b.cmp(a));
+            let mut taken: Vec<StoredMessage> = indexes
+                .into_iter()
+                .filter_map(|i| store.remove(i))
+                .collect();
+            taken.reverse();
+            return Ok(taken);
+        }
+        let mut taken = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            let message = &mut store[index];
+            message.lock = Some(MessageLock {
+                token: uuid::Uuid::new_v4(),
+                locked_until: now + lock_duration,
+            });
+            taken.push(message.clone());
+            message.delivery_count += 1;
+        }
+        Ok(taken)
+    }
+
+    /// Removes scheduled messages by sequence number; numbers that name no scheduled
+    /// message are ignored, as Service Bus ignores them.
+    pub fn cancel_scheduled(&mut self, sequence_numbers: &[i64]) {
+        self.messages.retain(|m| {
+            !(m.state == MessageState::Scheduled && sequence_numbers.contains(&m.sequence_number))
+        });
+    }
+
+    /// Locks message session `id` for `owner`, or with `id` `None` the first session that
+    /// has an available message and no lock. Returns the session id and its lock expiry.
+    pub fn lock_session(
+        &mut self,
+        id: Option<&str>,
+        owner: uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), SessionLockError> {
+        self.apply_time(now);
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None => self
+                .messages
+                .iter()
+                .filter(|m| is_available(m, now))
+                .filter_map(|m| m.session_id.as_deref())
+                .find(|candidate| !self.session_locked(candidate, now))
+                .map(str::to_owned)
+                .ok_or(SessionLockError::NoSessionAvailable)?,
+        };
+        if self.session_locked(&id, now) {
+            return Err(SessionLockError::AlreadyLocked(id));
+        }
+        let locked_until = now + self.properties.lock_duration;
+        self.sessions.entry(id.clone()).or_default().lock = Some(SessionLock {
+            owner,
+            locked_until,
+        });
+        Ok((id, locked_until))
+    }
+
+    fn session_locked(&self, id: &str, now: OffsetDateTime) -> bool {
+        self.sessions
+            .get(id)
+            .and_then(|s| s.lock.as_ref())
+            .is_some_and(|lock| lock.locked_until > now)
+    }
+
+    /// Extends `owner`'s lock on session `id` and returns its new expiry.
+    pub fn renew_session_lock(
+        &mut self,
+        id: &str,
+        owner: uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, SessionLockLost> {
+        let locked_until = now + self.properties.lock_duration;
+        let lock = self.held_session_lock(id, owner, now)?;
+        lock.locked_until = locked_until;
+        Ok(locked_until)
+    }
+
+    /// Releases `owner`'s lock on session `id`, if it holds one.
+    pub fn release_session(&mut self, id: &str, owner: uuid::Uuid) {
+        if let Some(session) = self.sessions.get_mut(id)
+            && session
+                .lock
+                .as_ref()
+                .is_some_and(|lock| lock.owner == owner)
+        {
+            session.lock = None;
+        }
+    }
+
+    /// The state of session `id`, readable only by the holder of its lock.
+    pub fn session_state(
+        &mut self,
+        id: &str,
+        owner: uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<Bytes>, SessionLockLost> {
+        self.held_session_lock(id, owner, now)?;
+        Ok(self.sessions.get(id).and_then(|s| s.state.clone()))
+    }
+
+    /// Replaces the state of session `id`; `None` clears it.
+    pub fn set_session_state(
+        &mut self,
+        id: &str,
+        owner: uuid::Uuid,
+        state: Option<Bytes>,
+        now: OffsetDateTime,
+    ) -> Result<(), SessionLockLost> {
+        self.held_session_lock(id, owner, now)?;
+        if let Some(session) = self.sessions.get_mut(id) {
+            session.state = state;
+        }
+        Ok(())
+    }
+
+    fn held_session_lock(
+        &mut self,
+        id: &str,
+        owner: uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> Result<&mut SessionLock, SessionLockLost> {
+        self.sessions
+            .get_mut(id)
+            .and_then(|s| s.lock.as_mut())
+            .filter(|lock| lock.owner == owner && lock.locked_until > now)
+            .ok_or(SessionLockLost)
+    }
+
+    fn store_mut(&mut self, sub: SubQueue) -> &mut VecDeque<StoredMessage> {
+        match sub {
+            SubQueue::Main => &mut self.messages,
+            SubQueue::DeadLetter => &mut self.dead_letters,
+        }
+    }
+
+    /// Finds the message locked by `token` in either store.
+    fn locked_index(
+        &self,
+        token: uuid::Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(SubQueue, usize), LockLost> {
+        let held = |m: &StoredMessage| {
+            m.lock
+                .as_ref()
+                .is_some_and(|l| l.token == token && l.locked_until > now)
+        };
+        if let Some(index) = self.messages.iter().position(held) {
+            return Ok((SubQueue::Main, index));
+        }
+        self.dead_letters
             .iter()
-            .position(|m| {
-                m.lock
-                    .as_ref()
-                    .is_some_and(|l| l.token == token && l.locked_until > now)
-            })
+            .position(held)
+            .map(|index| (SubQueue::DeadLetter, index))
             .ok_or(LockLost)
     }
 }
@@ -246,11 +676,56 @@ impl Queue {
 )]
 pub struct LockLost;
 
-fn is_available(message: &StoredMessage, now: OffsetDateTime) -> bool {
+/// The session lock is not held by the caller or has expired: `SessionLockLostException`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("The session lock has expired on the MessageSession. Accept a new MessageSession.")]
+pub struct SessionLockLost;
+
+/// No deferred message has this sequence number: `MessageNotFoundException`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Failed to lock one or more specified messages. The message with sequence number {0} was not found."
+)]
+pub struct MessageNotFound(pub i64);
+
+/// Why a session could not be locked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionLockError {
+    /// Another receiver holds the session: `SessionCannotBeLockedException`.
+    #[error(
+        "The requested session '{0}' cannot be accepted. It may be locked by another receiver."
+    )]
+    AlreadyLocked(String),
+    /// A next-available-session request found no unlocked session with messages.
+    #[error("No session is available: every session with messages is locked or none has messages.")]
+    NoSessionAvailable,
+}
+
+/// Why a queue rejected a sent message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The queue requires sessions and the message has no `group-id`.
+    #[error(
+        "The SessionId was not set on a message, and it cannot be sent to the entity. Entities \
+         that have session support enabled can only receive messages that have the SessionId \
+         set to a valid value."
+    )]
+    SessionIdMissing,
+}
+
+fn is_unlocked(message: &StoredMessage, now: OffsetDateTime) -> bool {
     message
         .lock
         .as_ref()
         .is_none_or(|lock| lock.locked_until <= now)
+}
+
+fn is_available(message: &StoredMessage, now: OffsetDateTime) -> bool {
+    message.state == MessageState::Active && is_unlocked(message, now)
+}
+
+fn in_session(message: &StoredMessage, session: Option<&str>) -> bool {
+    session.is_none_or(|id| message.session_id.as_deref() == Some(id))
 }
 
 #[cfg(test)]

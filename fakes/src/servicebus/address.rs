@@ -5,6 +5,8 @@
 //! (Go, Rust). The broker resolves all of them to the same entity and compares entity
 //! paths without regard to case, as Service Bus does.
 
+use crate::cloud::servicebus::SubQueue;
+
 /// A link address or audience split into the namespace host it names (if any) and the
 /// entity path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,51 @@ impl EntityAddress {
     pub fn is_management(&self) -> bool {
         self.entity.to_ascii_lowercase().ends_with("$management")
     }
+
+    /// Splits the entity path into the queue it belongs to and the part of that queue it
+    /// names: `q1`, `q1/$DeadLetterQueue`, `q1/$management` or
+    /// `q1/$DeadLetterQueue/$management`.
+    pub fn node_path(&self) -> NodePath {
+        let mut path = self.entity.as_str();
+        let management = strip_segment(&mut path, MANAGEMENT_SEGMENT);
+        let dead_letter = strip_segment(&mut path, DEAD_LETTER_SEGMENT);
+        NodePath {
+            queue: path.to_owned(),
+            sub_queue: if dead_letter {
+                SubQueue::DeadLetter
+            } else {
+                SubQueue::Main
+            },
+            management,
+        }
+    }
+}
+
+/// Last path segment of an entity's request-response node.
+const MANAGEMENT_SEGMENT: &str = "$management";
+/// Last path segment of a queue's dead-letter sub-queue.
+const DEAD_LETTER_SEGMENT: &str = "$DeadLetterQueue";
+
+/// What an entity path names inside a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePath {
+    /// Path of the queue, as written by the client.
+    pub queue: String,
+    pub sub_queue: SubQueue,
+    /// Whether the path names the `$management` node rather than messages.
+    pub management: bool,
+}
+
+/// Removes a trailing `/segment` (any case) from `path`, returning whether it was there.
+fn strip_segment(path: &mut &str, segment: &str) -> bool {
+    let Some((head, last)) = path.rsplit_once('/') else {
+        return false;
+    };
+    if !last.eq_ignore_ascii_case(segment) {
+        return false;
+    }
+    *path = head;
+    true
 }
 
 /// The `sb://` form Service Bus uses for an entity in error descriptions.
@@ -104,6 +151,27 @@ mod tests {
             EntityAddress::parse("sb://h/MyQueue").entity_key(),
             "myqueue"
         );
+    }
+
+    #[test]
+    fn node_path_splits_sub_queue_and_management() {
+        let cases = [
+            ("q1", "q1", SubQueue::Main, false),
+            ("q1/$management", "q1", SubQueue::Main, true),
+            ("q1/$DeadLetterQueue", "q1", SubQueue::DeadLetter, false),
+            (
+                "q1/$deadletterqueue/$Management",
+                "q1",
+                SubQueue::DeadLetter,
+                true,
+            ),
+        ];
+        for (input, queue, sub_queue, management) in cases {
+            let path = EntityAddress::parse(&format!("amqps://h/{input}")).node_path();
+            assert_eq!(path.queue, queue, "{input}");
+            assert_eq!(path.sub_queue, sub_queue, "{input}");
+            assert_eq!(path.management, management, "{input}");
+        }
     }
 
     #[test]

@@ -53,11 +53,17 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// Returns whether this grant covers `entity` of the namespace `host` at `now`.
+    /// Returns whether this grant covers `entity` of the namespace `host` at `now`. A grant
+    /// for an entity also covers the nodes below it, such as `q1/$DeadLetterQueue` and
+    /// `q1/$management`.
     pub fn covers(&self, host: &str, entity: &EntityAddress, now: OffsetDateTime) -> bool {
-        self.host.eq_ignore_ascii_case(host)
-            && (self.entity_key.is_empty() || self.entity_key == entity.entity_key())
-            && self.expires_at > now
+        let key = entity.entity_key();
+        let path_covered = self.entity_key.is_empty()
+            || key == self.entity_key
+            || key
+                .strip_prefix(self.entity_key.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+        self.host.eq_ignore_ascii_case(host) && path_covered && self.expires_at > now
     }
 }
 
@@ -287,6 +293,9 @@ mod tests {
         assert!(grant("q1").covers("ns.servicebus.windows.net", &q1, now));
         assert!(grant("").covers("ns.servicebus.windows.net", &q1, now));
         assert!(!grant("q2").covers("ns.servicebus.windows.net", &q1, now));
+        let dead_letters = EntityAddress::parse("q1/$DeadLetterQueue/$management");
+        assert!(grant("q1").covers("ns.servicebus.windows.net", &dead_letters, now));
+        assert!(!grant("q").covers("ns.servicebus.windows.net", &dead_letters, now));
         assert!(!grant("q1").covers("other.servicebus.windows.net", &q1, now));
         assert!(!grant("q1").covers(
             "ns.servicebus.windows.net",

@@ -86,6 +86,8 @@ impl Outbox {
 
 /// State of the client's connection after the handshake.
 pub struct Connection {
+    /// Identifies the connection as the holder of message session locks.
+    pub id: uuid::Uuid,
     pub context: Context,
     pub outbox: Outbox,
     /// Host name from the client's open frame: the namespace, even when the client dialled
@@ -150,6 +152,7 @@ where
         }
     });
     let mut connection = Connection {
+        id: uuid::Uuid::new_v4(),
         context: context.clone(),
         outbox: Outbox {
             bytes: Vec::new(),
@@ -396,7 +399,7 @@ impl Connection {
             .sessions
             .remove(&channel)
             .ok_or_else(|| unknown_channel(channel))?;
-        session.release_locks(&self.context.cloud);
+        session.release_locks(&self.context.cloud, self.id);
         self.outbox.frame(
             session.local_channel,
             &codec::encode_full(&End { error: None }),
@@ -463,7 +466,7 @@ impl Connection {
     fn release_all_locks(&mut self) {
         let mut released = false;
         for session in self.sessions.values_mut() {
-            released |= session.release_locks(&self.context.cloud);
+            released |= session.release_locks(&self.context.cloud, self.id);
         }
         if released {
             self.context.queue_changed.notify_waiters();

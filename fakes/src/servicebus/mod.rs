@@ -22,6 +22,7 @@ mod address;
 mod cbs;
 mod codec;
 mod connection;
+mod management;
 mod message;
 mod session;
 
@@ -48,6 +49,7 @@ use connection::Context;
 /// connections end when their clients close them.
 pub struct ServiceBusServer {
     local_addr: SocketAddr,
+    context: Context,
     accept_task: JoinHandle<()>,
 }
 
@@ -60,17 +62,37 @@ impl ServiceBusServer {
         tls: Option<Arc<rustls::ServerConfig>>,
         bind: SocketAddr,
     ) -> io::Result<Self> {
-        let listener = TcpListener::bind(bind).await?;
-        let local_addr = listener.local_addr()?;
         let context = Context {
             cloud,
             queue_changed: Arc::new(Notify::new()),
         };
+        Self::listen(context, tls, bind).await
+    }
+
+    /// Starts a second endpoint of the same broker on `bind`, such as a plain listener next
+    /// to a TLS one. Both share the queue-change signal, so a receiver connected to one
+    /// gets a message sent through the other at once.
+    pub async fn start_sibling(
+        &self,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        bind: SocketAddr,
+    ) -> io::Result<Self> {
+        Self::listen(self.context.clone(), tls, bind).await
+    }
+
+    async fn listen(
+        context: Context,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        bind: SocketAddr,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(bind).await?;
+        let local_addr = listener.local_addr()?;
         let acceptor = tls.map(TlsAcceptor::from);
         info!(%local_addr, tls = acceptor.is_some(), "Service Bus AMQP endpoint listening");
-        let accept_task = tokio::spawn(accept_loop(listener, context, acceptor));
+        let accept_task = tokio::spawn(accept_loop(listener, context.clone(), acceptor));
         Ok(Self {
             local_addr,
+            context,
             accept_task,
         })
     }

@@ -7,19 +7,22 @@ use fe2o3_amqp_types::definitions::{
     AmqpError, DeliveryTag, Error as AmqpErrorBody, ErrorCondition, Handle, LinkError,
     ReceiverSettleMode, Role, SenderSettleMode, SessionError,
 };
-use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Rejected, Target};
+use fe2o3_amqp_types::messaging::{Accepted, DeliveryState, Modified, Rejected, Target};
 use fe2o3_amqp_types::performatives::{
     Attach, Begin, Detach, Disposition, Flow, Performative, Transfer,
 };
-use fe2o3_amqp_types::primitives::Symbol;
+use fe2o3_amqp_types::primitives::{OrderedMap, Symbol, Value};
+use time::OffsetDateTime;
 use tracing::{Span, debug, debug_span};
 
 use super::address::EntityAddress;
 use super::cbs::{self, STATUS_ACCEPTED};
 use super::codec;
 use super::connection::{Connection, ConnectionFailure, Outbox};
+use super::management;
 use super::message::{self, lock_token_tag};
 use crate::cloud::rbac::{SERVICEBUS_RECEIVE, SERVICEBUS_SEND};
+use crate::cloud::servicebus::{DeadLetterInfo, SendError, SessionLockError, SubQueue};
 use crate::cloud::{SharedCloud, lock};
 
 /// Transfer frames the broker lets a client send before it widens the session window again.
@@ -32,14 +35,49 @@ const HANDLE_MAX: u32 = 255;
 const LINK_CREDIT: u32 = 1000;
 /// Error condition Service Bus uses when a lock token is no longer valid.
 const MESSAGE_LOCK_LOST: &str = "com.microsoft:message-lock-lost";
+/// Error condition of a `rejected` outcome that requests dead-lettering.
+const DEAD_LETTER: &str = "com.microsoft:dead-letter";
+/// Keys of the `info` map of a dead-letter `rejected` outcome.
+const DEAD_LETTER_REASON: &str = "DeadLetterReason";
+const DEAD_LETTER_ERROR_DESCRIPTION: &str = "DeadLetterErrorDescription";
+/// Source filter that requests a message session: a session id, or null for the next
+/// available session.
+const SESSION_FILTER: &str = "com.microsoft:session-filter";
+/// Attach property with the session lock's expiry in .NET ticks.
+const LOCKED_UNTIL_UTC: &str = "com.microsoft:locked-until-utc";
+/// .NET ticks (100 ns since 0001-01-01) at the Unix epoch.
+const TICKS_AT_UNIX_EPOCH: i64 = 621_355_968_000_000_000;
+/// Error conditions of refused session receivers.
+const SESSION_CANNOT_BE_LOCKED: &str = "com.microsoft:session-cannot-be-locked";
+const TIMEOUT: &str = "com.microsoft:timeout";
 
 /// What a link is attached to.
 #[derive(Debug, Clone)]
 enum Node {
     /// The `$cbs` node of the connection.
     Cbs,
-    /// A queue of a namespace, by the namespace's host name and the queue's lookup key.
-    Queue { host: String, queue: String },
+    /// A queue of a namespace, by the namespace's host name and the queue's lookup key,
+    /// with the sub-queue and, on a session receiver, the locked session.
+    Queue {
+        host: String,
+        queue: String,
+        sub_queue: SubQueue,
+        session: Option<String>,
+    },
+    /// A queue's `$management` node.
+    Management {
+        host: String,
+        queue: String,
+        sub_queue: SubQueue,
+    },
+}
+
+/// The node an entity link resolved to, and the fields the broker's attach reply adds.
+struct Resolved {
+    node: Node,
+    max_message_size: u64,
+    session_filter: Option<String>,
+    properties: Option<OrderedMap<Symbol, Value>>,
 }
 
 /// A message being received in several transfer frames.
@@ -64,8 +102,13 @@ struct Link {
     partial: Option<Partial>,
     /// Set when the broker detached the link first and waits for the client's detach.
     detach_sent: bool,
-    /// `$cbs` replies waiting for link credit.
+    /// `$cbs` or `$management` replies waiting for link credit.
     pending_replies: VecDeque<Vec<u8>>,
+    /// Target address of a link the client receives on, which request-response clients
+    /// name as `reply-to`.
+    client_address: Option<String>,
+    /// The namespace host and entity whose token keeps an entity link open.
+    authorized_for: Option<(String, EntityAddress)>,
     span: Span,
 }
 
@@ -169,16 +212,14 @@ impl Session {
         );
         let entity = EntityAddress::parse(&address);
         let resolved = if entity.is_cbs() {
-            Ok((Node::Cbs, u64::MAX))
-        } else if entity.is_management() {
-            // TODO: serve `$management` requests (renew-lock, peek, schedule); until then
-            // clients that need them fail at attach.
-            Err((
-                AmqpError::NotImplemented.into(),
-                "The $management node is not supported.".to_owned(),
-            ))
+            Ok(Resolved {
+                node: Node::Cbs,
+                max_message_size: u64::MAX,
+                session_filter: None,
+                properties: None,
+            })
         } else {
-            resolve_queue(connection, &entity, client_sends)
+            resolve_entity(connection, &entity, client_sends, &attach)
         };
 
         let mut reply = Attach {
@@ -201,7 +242,7 @@ impl Session {
             desired_capabilities: None,
             properties: None,
         };
-        let (node, max_message_size) = match resolved {
+        let resolved = match resolved {
             Ok(resolved) => resolved,
             Err((condition, description)) => {
                 span.in_scope(|| debug!(?condition, %description, "rejected: link refused"));
@@ -219,15 +260,44 @@ impl Session {
             }
         };
 
+        let Resolved {
+            node,
+            max_message_size,
+            session_filter,
+            properties,
+        } = resolved;
         reply.max_message_size = Some(max_message_size);
+        reply.properties = properties;
+        if let (Some(session), Some(source)) = (session_filter, reply.source.as_mut()) {
+            source
+                .filter
+                .get_or_insert_with(OrderedMap::new)
+                .insert(Symbol::from(SESSION_FILTER), Value::String(session));
+        }
         if client_sends {
             // Service Bus settles what it receives at once, whatever the client asked for.
             reply.rcv_settle_mode = ReceiverSettleMode::First;
-        } else if matches!(node, Node::Cbs) {
+        } else if matches!(node, Node::Cbs | Node::Management { .. }) {
             reply.snd_settle_mode = SenderSettleMode::Settled;
             reply.rcv_settle_mode = ReceiverSettleMode::First;
         }
         span.in_scope(|| debug!(?node, "attached"));
+        let authorized_for = match &node {
+            Node::Cbs => None,
+            Node::Queue { host, .. } | Node::Management { host, .. } => {
+                Some((host.clone(), entity.clone()))
+            }
+        };
+        let client_address = if client_sends {
+            None
+        } else {
+            attach
+                .target
+                .as_deref()
+                .cloned()
+                .and_then(|t| Target::try_from(t).ok())
+                .and_then(|t| t.address)
+        };
         let link = Link {
             handle,
             node,
@@ -244,6 +314,8 @@ impl Session {
             partial: None,
             detach_sent: false,
             pending_replies: VecDeque::new(),
+            client_address,
+            authorized_for,
             span,
         };
         self.frame(&mut connection.outbox, &codec::encode_full(&reply), &[]);
@@ -347,7 +419,19 @@ impl Session {
         let span = link.span.clone();
         let outcome = span.in_scope(|| match node {
             Node::Cbs => self.receive_put_token(connection, &delivery),
-            Node::Queue { host, queue } => receive_message(connection, &host, &queue, &delivery),
+            Node::Queue { host, queue, .. } => {
+                receive_message(connection, &host, &queue, &delivery)
+            }
+            Node::Management {
+                host,
+                queue,
+                sub_queue,
+            } => self.receive_management_request(
+                connection,
+                handle,
+                (&host, &queue, sub_queue),
+                &delivery,
+            ),
         });
         if !delivery.settled {
             let disposition = Disposition {
@@ -405,6 +489,51 @@ impl Session {
         Accepted {}.into()
     }
 
+    /// Runs a `$management` request and queues its reply on the client's receiver link of
+    /// the same node in this session.
+    fn receive_management_request(
+        &mut self,
+        connection: &mut Connection,
+        request_handle: u32,
+        (host, queue, sub_queue): (&str, &str, SubQueue),
+        delivery: &Partial,
+    ) -> DeliveryState {
+        let request = match management::parse_request(&delivery.payload) {
+            Ok(request) => request,
+            Err(error) => return reject(AmqpError::DecodeError.into(), error.to_string()),
+        };
+        let reply = execute_management(connection, host, queue, sub_queue, &request);
+        debug!(operation = %request.operation, status = reply.status, "management request");
+        if reply.status < 300 {
+            connection.context.queue_changed.notify_waiters();
+        }
+        let message = management::encode_reply(request.message_id, request.reply_to.clone(), reply);
+        let node_address = self.links[&request_handle]
+            .authorized_for
+            .as_ref()
+            .map(|(_, entity)| entity.entity_key());
+        let candidates: Vec<u32> = self
+            .links
+            .values()
+            .filter(|l| l.broker_sends && !l.detach_sent)
+            .filter(|l| matches!(l.node, Node::Management { .. }))
+            .filter(|l| l.authorized_for.as_ref().map(|(_, e)| e.entity_key()) == node_address)
+            .map(|l| l.handle)
+            .collect();
+        let preferred = candidates.iter().copied().find(|handle| {
+            request.reply_to.is_some() && self.links[handle].client_address == request.reply_to
+        });
+        match preferred.or_else(|| candidates.first().copied()) {
+            Some(handle) => {
+                let link = self.links.get_mut(&handle).expect("listed above");
+                link.pending_replies.push_back(message);
+                self.send_pending_replies(&mut connection.outbox, handle);
+            }
+            None => debug!("management reply dropped: the client has no receiver on the node"),
+        }
+        Accepted {}.into()
+    }
+
     /// Queues a `$cbs` reply on this session's `$cbs` receiver link, preferring the one whose
     /// target is `reply_to`. Returns `false` when the session has no such link.
     pub fn queue_cbs_reply(
@@ -419,8 +548,10 @@ impl Session {
             .filter(|l| l.broker_sends && matches!(l.node, Node::Cbs) && !l.detach_sent)
             .map(|l| l.handle)
             .collect();
-        let _ = reply_to;
-        let Some(handle) = candidates.first().copied() else {
+        let preferred = candidates.iter().copied().find(|handle| {
+            reply_to.is_some() && self.links[handle].client_address.as_deref() == reply_to
+        });
+        let Some(handle) = preferred.or_else(|| candidates.first().copied()) else {
             return false;
         };
         let link = self.links.get_mut(&handle).expect("listed above");
@@ -510,7 +641,10 @@ impl Session {
             link.span
                 .in_scope(|| debug!(condition = ?error.condition, "client detached with an error"));
         }
-        if self.release_locks_where(&connection.context.cloud, |u| u.handle == handle) {
+        let mut released =
+            self.release_locks_where(&connection.context.cloud, |u| u.handle == handle);
+        released |= release_session_lock(&connection.context.cloud, &link, connection.id);
+        if released {
             connection.context.queue_changed.notify_waiters();
         }
         if !link.detach_sent {
@@ -524,9 +658,11 @@ impl Session {
         Ok(())
     }
 
-    /// Sends queued `$cbs` replies and queue messages on every link with credit, then
-    /// answers drain requests that found nothing more to send.
+    /// Detaches entity links whose token expired without renewal, sends queued replies and
+    /// queue messages on every link with credit, then completes drain requests that found
+    /// nothing more to send.
     pub fn pump(&mut self, connection: &mut Connection) {
+        self.detach_expired_links(connection);
         let handles: Vec<u32> = self
             .links
             .values()
@@ -536,10 +672,20 @@ impl Session {
         for handle in handles {
             let node = self.links[&handle].node.clone();
             match node {
-                Node::Cbs => self.send_pending_replies(&mut connection.outbox, handle),
-                Node::Queue { host, queue } => {
-                    self.deliver_from_queue(connection, handle, &host, &queue)
+                Node::Cbs | Node::Management { .. } => {
+                    self.send_pending_replies(&mut connection.outbox, handle)
                 }
+                Node::Queue {
+                    host,
+                    queue,
+                    sub_queue,
+                    session,
+                } => self.deliver_from_queue(
+                    connection,
+                    handle,
+                    (&host, &queue, sub_queue),
+                    session.as_deref(),
+                ),
             }
             let link = self.links.get_mut(&handle).expect("listed above");
             if link.drain && link.link_credit > 0 {
@@ -551,12 +697,64 @@ impl Session {
         }
     }
 
+    /// Closes the entity links of this session that no unexpired token covers any more, as
+    /// Service Bus does when a token expires without a new put-token.
+    fn detach_expired_links(&mut self, connection: &mut Connection) {
+        let now = connection.model().now();
+        let expired: Vec<u32> = self
+            .links
+            .values()
+            .filter(|l| !l.detach_sent)
+            .filter(|l| {
+                l.authorized_for.as_ref().is_some_and(|(host, entity)| {
+                    !connection
+                        .grants
+                        .iter()
+                        .any(|g| g.covers(host, entity, now))
+                })
+            })
+            .map(|l| l.handle)
+            .collect();
+        for handle in expired {
+            let link = self.links.get_mut(&handle).expect("listed above");
+            link.detach_sent = true;
+            link.span
+                .in_scope(|| debug!("detached: the link's token expired without renewal"));
+            let description = format!(
+                "ExpiredToken: The token is expired. {}",
+                cbs::tracking_suffix(None, now)
+            );
+            // NOTE: the condition and wording Service Bus uses for this detach were not
+            // seen in a service trace; clients treat unauthorized-access as not retryable.
+            let detach = Detach {
+                handle: Handle(handle),
+                closed: true,
+                error: Some(AmqpErrorBody::new(
+                    AmqpError::UnauthorizedAccess,
+                    description,
+                    None,
+                )),
+            };
+            self.frame(&mut connection.outbox, &codec::encode_full(&detach), &[]);
+            let mut released =
+                self.release_locks_where(&connection.context.cloud, |u| u.handle == handle);
+            released |= release_session_lock(
+                &connection.context.cloud,
+                &self.links[&handle],
+                connection.id,
+            );
+            if released {
+                connection.context.queue_changed.notify_waiters();
+            }
+        }
+    }
+
     fn deliver_from_queue(
         &mut self,
         connection: &mut Connection,
         handle: u32,
-        host: &str,
-        queue: &str,
+        (host, queue, sub_queue): (&str, &str, SubQueue),
+        session: Option<&str>,
     ) {
         loop {
             let link = &self.links[&handle];
@@ -571,8 +769,8 @@ impl Session {
                     .namespace_by_host_mut(host)
                     .and_then(|n| n.queue_mut(queue));
                 match queue {
-                    Some(queue) if peek_lock => queue.lock_next(now),
-                    Some(queue) => queue.receive_and_delete(now),
+                    Some(queue) if peek_lock => queue.lock_next_from(sub_queue, session, now),
+                    Some(queue) => queue.receive_and_delete_from(sub_queue, session, now),
                     None => None,
                 }
             };
@@ -705,9 +903,14 @@ impl Session {
         }
     }
 
-    /// Unlocks every message this session holds locked. Returns whether any was unlocked.
-    pub fn release_locks(&mut self, cloud: &SharedCloud) -> bool {
-        self.release_locks_where(cloud, |_| true)
+    /// Unlocks every message and message session this session's links hold locked, with
+    /// `owner` the connection's id. Returns whether anything was unlocked.
+    pub fn release_locks(&mut self, cloud: &SharedCloud, owner: uuid::Uuid) -> bool {
+        let mut released = self.release_locks_where(cloud, |_| true);
+        for link in self.links.values() {
+            released |= release_session_lock(cloud, link, owner);
+        }
+        released
     }
 
     fn release_locks_where(
@@ -752,19 +955,24 @@ impl Link {
             partial: None,
             detach_sent: true,
             pending_replies: VecDeque::new(),
+            client_address: None,
+            authorized_for: None,
             span,
         }
     }
 }
 
-/// Resolves an entity link to its queue and checks the claim its direction needs.
-fn resolve_queue(
+/// Resolves an entity link to its queue, sub-queue or `$management` node, checks the
+/// claim its direction needs, and locks the message session a session receiver requests.
+fn resolve_entity(
     connection: &Connection,
     entity: &EntityAddress,
     client_sends: bool,
-) -> Result<(Node, u64), (ErrorCondition, String)> {
-    let cloud = connection.model();
+    attach: &Attach,
+) -> Result<Resolved, (ErrorCondition, String)> {
+    let mut cloud = connection.model();
     let now = cloud.now();
+    let path = entity.node_path();
     let host = entity
         .host
         .clone()
@@ -777,33 +985,198 @@ fn resolve_queue(
             cbs::not_found_description(&host, &entity.entity, now),
         ));
     };
-    let Some(queue) = namespace.queue(&entity.entity) else {
-        let host = namespace.host_name();
+    let host = namespace.host_name();
+    let Some(queue) = namespace.queue(&path.queue) else {
         return Err((
             AmqpError::NotFound.into(),
             cbs::not_found_description(&host, &entity.entity, now),
         ));
     };
-    let (action, claim) = if client_sends {
-        (SERVICEBUS_SEND, "Send")
-    } else {
-        (SERVICEBUS_RECEIVE, "Listen")
-    };
-    let host = namespace.host_name();
-    let allowed = connection
+    let covering: Vec<_> = connection
         .grants
         .iter()
         .filter(|grant| grant.covers(&host, entity, now))
-        .any(|grant| cloud.has_data_action(&grant.principal, &queue.id, action));
+        .collect();
+    let may = |action: &str| {
+        covering
+            .iter()
+            .any(|grant| cloud.has_data_action(&grant.principal, &queue.id, action))
+    };
+    let (allowed, claim) = if path.management {
+        (may(SERVICEBUS_SEND) || may(SERVICEBUS_RECEIVE), "Listen")
+    } else if client_sends {
+        (may(SERVICEBUS_SEND), "Send")
+    } else {
+        (may(SERVICEBUS_RECEIVE), "Listen")
+    };
     if !allowed {
         let description = cbs::unauthorized_description(namespace, &entity.entity, claim, now);
         return Err((AmqpError::UnauthorizedAccess.into(), description));
     }
-    let node = Node::Queue {
-        host,
-        queue: entity.entity_key(),
+    let max_message_size = namespace.max_message_size();
+    let queue_key = path.queue.to_ascii_lowercase();
+    if path.management {
+        return Ok(Resolved {
+            node: Node::Management {
+                host,
+                queue: queue_key,
+                sub_queue: path.sub_queue,
+            },
+            max_message_size,
+            session_filter: None,
+            properties: None,
+        });
+    }
+    if client_sends && path.sub_queue == SubQueue::DeadLetter {
+        return Err((
+            AmqpError::NotAllowed.into(),
+            format!(
+                "Sending to the dead-letter queue '{}' is not allowed. {}",
+                entity.entity,
+                cbs::tracking_suffix(None, now)
+            ),
+        ));
+    }
+    let wants_session = attach
+        .source
+        .as_ref()
+        .and_then(|source| source.filter.as_ref())
+        .and_then(|filter| filter.get(&Symbol::from(SESSION_FILTER)));
+    let requires_session = queue.properties.requires_session;
+    let sessionful = !client_sends && path.sub_queue == SubQueue::Main && requires_session;
+    let session_request = match (sessionful, wants_session) {
+        (false, _) => None,
+        (true, None) => {
+            return Err((
+                AmqpError::NotAllowed.into(),
+                format!(
+                    "It is not possible for an entity that requires sessions to create a \
+                     non-sessionful message receiver. {}",
+                    cbs::tracking_suffix(None, now)
+                ),
+            ));
+        }
+        (true, Some(Value::String(id))) => Some(Some(id.clone())),
+        (true, Some(_)) => Some(None),
     };
-    Ok((node, namespace.max_message_size()))
+    let mut resolved = Resolved {
+        node: Node::Queue {
+            host: host.clone(),
+            queue: queue_key.clone(),
+            sub_queue: path.sub_queue,
+            session: None,
+        },
+        max_message_size,
+        session_filter: None,
+        properties: None,
+    };
+    let Some(requested) = session_request else {
+        return Ok(resolved);
+    };
+    let queue = cloud
+        .namespace_by_host_mut(&host)
+        .and_then(|n| n.queue_mut(&queue_key))
+        .expect("found above under the same lock");
+    let (session, locked_until) = queue
+        .lock_session(requested.as_deref(), connection.id, now)
+        .map_err(|error| {
+            let condition = match error {
+                SessionLockError::AlreadyLocked(_) => SESSION_CANNOT_BE_LOCKED,
+                // NOTE: Service Bus keeps a next-available request open until a session
+                // has messages or the client's `com.microsoft:timeout` passes, but this
+                // broker rejects it at once.
+                SessionLockError::NoSessionAvailable => TIMEOUT,
+            };
+            let description = format!("{error} {}", cbs::tracking_suffix(None, now));
+            (ErrorCondition::Custom(Symbol::from(condition)), description)
+        })?;
+    let mut properties = OrderedMap::new();
+    properties.insert(
+        Symbol::from(LOCKED_UNTIL_UTC),
+        Value::Long(dotnet_ticks(locked_until)),
+    );
+    resolved.node = Node::Queue {
+        host,
+        queue: queue_key,
+        sub_queue: path.sub_queue,
+        session: Some(session.clone()),
+    };
+    resolved.session_filter = Some(session);
+    resolved.properties = Some(properties);
+    Ok(resolved)
+}
+
+/// Runs a `$management` request after checking the claim its operation needs.
+fn execute_management(
+    connection: &Connection,
+    host: &str,
+    queue: &str,
+    sub_queue: SubQueue,
+    request: &management::Request,
+) -> management::Reply {
+    let mut cloud = connection.model();
+    let now = cloud.now();
+    let entity = EntityAddress::parse(queue);
+    let (action, claim) = if management::needs_send_claim(&request.operation) {
+        (SERVICEBUS_SEND, "Send")
+    } else {
+        (SERVICEBUS_RECEIVE, "Listen")
+    };
+    let Some(namespace) = cloud.namespace_by_host(host) else {
+        return management::Reply::error(
+            404,
+            "amqp:not-found",
+            cbs::not_found_description(host, queue, now),
+        );
+    };
+    let Some(queue_id) = namespace.queue(queue).map(|q| q.id.clone()) else {
+        return management::Reply::error(
+            404,
+            "amqp:not-found",
+            cbs::not_found_description(host, queue, now),
+        );
+    };
+    let allowed = connection
+        .grants
+        .iter()
+        .filter(|grant| grant.covers(host, &entity, now))
+        .any(|grant| cloud.has_data_action(&grant.principal, &queue_id, action));
+    if !allowed {
+        let description = cbs::unauthorized_description(namespace, queue, claim, now);
+        return management::Reply::unauthorized(description);
+    }
+    let queue = cloud
+        .namespace_by_host_mut(host)
+        .and_then(|n| n.queue_mut(queue))
+        .expect("found above under the same lock");
+    management::execute(queue, sub_queue, request, connection.id, now)
+}
+
+/// Releases the message session a session receiver link holds. Returns whether it held one.
+fn release_session_lock(cloud: &SharedCloud, link: &Link, owner: uuid::Uuid) -> bool {
+    let Node::Queue {
+        host,
+        queue,
+        session: Some(session),
+        ..
+    } = &link.node
+    else {
+        return false;
+    };
+    let mut cloud = lock(cloud);
+    if let Some(queue) = cloud
+        .namespace_by_host_mut(host)
+        .and_then(|n| n.queue_mut(queue))
+    {
+        queue.release_session(session, owner);
+    }
+    true
+}
+
+/// Converts a time to .NET ticks: 100-nanosecond intervals since 0001-01-01T00:00:00Z.
+fn dotnet_ticks(at: OffsetDateTime) -> i64 {
+    let ticks_since_epoch = at.unix_timestamp_nanos() / 100;
+    TICKS_AT_UNIX_EPOCH + ticks_since_epoch as i64
 }
 
 /// Stores a message (or each message of a batch) that a client sent to a queue.
@@ -837,8 +1210,21 @@ fn receive_message(
             debug!(%description, "rejected: queue was deleted");
             return reject(AmqpError::NotFound.into(), description);
         };
-        for incoming in &messages {
-            queue.enqueue(incoming.header.clone(), incoming.encoded.clone(), now);
+        // A batch is stored whole or not at all, as Service Bus does.
+        if queue.properties.requires_session
+            && let Some(error) = messages
+                .iter()
+                .find(|m| m.session_id.is_none())
+                .map(|_| SendError::SessionIdMissing)
+        {
+            let description = format!("{error} {}", cbs::tracking_suffix(None, now));
+            debug!(%description, "rejected: message without a session id");
+            return reject(AmqpError::NotAllowed.into(), description);
+        }
+        for incoming in messages.iter().cloned() {
+            if let Err(error) = queue.send(incoming, now) {
+                return reject(AmqpError::NotAllowed.into(), error.to_string());
+            }
         }
     }
     debug!(count = messages.len(), "enqueued");
@@ -861,13 +1247,23 @@ fn settle(
         .and_then(|n| n.queue_mut(&entry.queue));
     let result = match (&state, queue) {
         (DeliveryState::Accepted(_), Some(queue)) => queue.complete(entry.token, now),
-        // NOTE: modified with undeliverable-here (defer) is treated as abandon; deferral
-        // needs `$management` receive-by-sequence-number, which this broker lacks.
+        // Defer is `modified` with undeliverable-here; abandon is `modified` without it or
+        // `released`.
+        (
+            DeliveryState::Modified(Modified {
+                undeliverable_here: Some(true),
+                ..
+            }),
+            Some(queue),
+        ) => queue.defer(entry.token, now),
         (DeliveryState::Released(_) | DeliveryState::Modified(_), Some(queue)) => {
             *unlocked = true;
             queue.abandon(entry.token, now)
         }
-        (DeliveryState::Rejected(_), Some(queue)) => queue.dead_letter(entry.token, now),
+        (DeliveryState::Rejected(rejected), Some(queue)) => {
+            let info = dead_letter_info(rejected);
+            queue.dead_letter(entry.token, info, now)
+        }
         (
             DeliveryState::Accepted(_)
             | DeliveryState::Released(_)
@@ -888,6 +1284,37 @@ fn settle(
             )
         }
     })
+}
+
+/// Reads the dead-letter reason and description of a `rejected` outcome: from its error's
+/// `info` map when the condition is `com.microsoft:dead-letter`, else from its error.
+fn dead_letter_info(rejected: &Rejected) -> DeadLetterInfo {
+    let Some(error) = &rejected.error else {
+        return DeadLetterInfo::default();
+    };
+    let info_text = |key: &str| {
+        error
+            .info
+            .as_ref()
+            .and_then(|info| info.get(&Symbol::from(key)))
+            .and_then(|value| match value {
+                Value::String(text) => Some(text.clone()),
+                Value::Symbol(symbol) => Some(symbol.as_str().to_owned()),
+                _ => None,
+            })
+    };
+    let is_dead_letter = matches!(&error.condition, ErrorCondition::Custom(symbol) if symbol.as_str() == DEAD_LETTER);
+    if is_dead_letter {
+        DeadLetterInfo {
+            reason: info_text(DEAD_LETTER_REASON),
+            description: info_text(DEAD_LETTER_ERROR_DESCRIPTION).or(error.description.clone()),
+        }
+    } else {
+        DeadLetterInfo {
+            reason: Some(format!("{:?}", error.condition)),
+            description: error.description.clone(),
+        }
+    }
 }
 
 fn reject(condition: ErrorCondition, description: String) -> DeliveryState {
