@@ -106,10 +106,10 @@ impl Fakes {
             ServiceBusServer::start(cloud.clone(), Some(tls.clone()), SocketAddr::new(bind, 0))
                 .await
                 .map_err(io)?;
-        let servicebus_plain =
-            ServiceBusServer::start(cloud.clone(), None, SocketAddr::new(bind, 0))
-                .await
-                .map_err(io)?;
+        let servicebus_plain = servicebus
+            .start_sibling(None, SocketAddr::new(bind, 0))
+            .await
+            .map_err(io)?;
         let endpoints = Arc::new(Endpoints {
             arm: crate::http::https_url(arm_address),
             login: crate::http::https_url(entra_address),
