@@ -1274,7 +1274,12 @@ fn settle(
         _ => return None,
     };
     Some(match result {
-        Ok(()) => state,
+        // The echo repeats the applied outcome. A `rejected` echo must carry no error,
+        // because clients read an error there as a failed settlement.
+        Ok(()) => match state {
+            DeliveryState::Rejected(_) => Rejected { error: None }.into(),
+            applied => applied,
+        },
         Err(lost) => {
             let description = format!("{lost} {}", cbs::tracking_suffix(None, now));
             debug!(%description, "rejected: settlement with a lost lock");
