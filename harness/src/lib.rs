@@ -1,1 +1,8 @@
+//! The xtenant harness: scenario files, the runner that drives them, targets (the fakes, or
+//! Azure) and clusters (embedded, or kind).
+
+pub mod client;
 pub mod cluster;
+pub mod runner;
+pub mod scenario;
+pub mod target;

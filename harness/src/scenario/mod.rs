@@ -1,0 +1,240 @@
+//! Scenario files: loading, validation with file and line numbers, and variables.
+//!
+//! A file is parsed in two passes. The outer document (name, tenants, vars, the list of
+//! steps) is read first; each step is then checked against the step types, so an error names
+//! the step and its line. At run time a step's strings get `${NAME}` replaced by variables
+//! and captures before the step is read again.
+
+mod model;
+mod vars;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use model::*;
+pub use vars::{expand, referenced_variables};
+
+/// Why a scenario file could not be loaded or a step could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the scenario: {source}")]
+    Io { file: PathBuf, source: std::io::Error },
+    /// The YAML or its outer structure is invalid.
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax { file: PathBuf, line: usize, column: usize, message: String },
+    /// One step does not match any step type or has wrong fields.
+    #[error("{file}:{line}: step {index} ({command}): {message}")]
+    Step { file: PathBuf, line: usize, index: usize, command: String, message: String },
+    /// A step uses a variable that is neither in `vars` nor captured by an earlier step.
+    #[error("{file}:{line}: step {index} ({command}) uses ${{{variable}}}, which no `vars` entry or earlier `capture` defines; add it to `vars` or capture it in an earlier step")]
+    UnknownVariable { file: PathBuf, line: usize, index: usize, command: String, variable: String },
+}
+
+/// A scenario as read from disk, with the raw steps kept for variable expansion.
+#[derive(Clone, Debug)]
+pub struct LoadedScenario {
+    pub file: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub tenants: Vec<String>,
+    pub vars: BTreeMap<String, String>,
+    pub steps: Vec<RawStep>,
+}
+
+/// One step as written, with its position in the file.
+#[derive(Clone, Debug)]
+pub struct RawStep {
+    pub index: usize,
+    pub line: usize,
+    /// The command key, e.g. `aks create`.
+    pub command: String,
+    pub value: serde_yaml::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default = "default_tenants")]
+    tenants: Vec<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    steps: Vec<serde_yaml::Value>,
+}
+
+fn default_tenants() -> Vec<String> {
+    vec!["a".into(), "b".into()]
+}
+
+impl LoadedScenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io { file: path.to_path_buf(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates scenario text; `path` names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
+        let file = path.to_path_buf();
+        let document: Document = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            ScenarioError::Syntax { file: file.clone(), line, column, message: e.to_string() }
+        })?;
+        let lines = step_lines(text);
+        let mut steps = Vec::with_capacity(document.steps.len());
+        for (index, value) in document.steps.into_iter().enumerate() {
+            let line = lines.get(index).copied().unwrap_or(1);
+            let command = command_name(&value);
+            steps.push(RawStep { index: index + 1, line, command, value });
+        }
+        let scenario = Self {
+            file,
+            name: document.name,
+            description: document.description,
+            tenants: document.tenants,
+            vars: document.vars,
+            steps,
+        };
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks every step's type and fields, and that each `${NAME}` is defined before use.
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let mut defined: Vec<String> = self.vars.keys().cloned().collect();
+        defined.extend(self.built_in_variables());
+        for step in &self.steps {
+            for variable in referenced_variables(&step.value) {
+                if !defined.contains(&variable) {
+                    return Err(ScenarioError::UnknownVariable {
+                        file: self.file.clone(),
+                        line: step.line,
+                        index: step.index,
+                        command: step.command.clone(),
+                        variable,
+                    });
+                }
+            }
+            let typed = self.read_step(step, &step.value)?;
+            defined.extend(typed.capture.keys().cloned());
+        }
+        Ok(())
+    }
+
+    /// Variables every run defines: `TENANT_<NAME>_ID` per tenant, and `SUBSCRIPTION_ID`, the
+    /// subscription of the last `login`.
+    pub fn built_in_variables(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tenants.iter().map(|t| tenant_id_variable(t)).collect();
+        names.push("SUBSCRIPTION_ID".into());
+        names
+    }
+
+    /// Reads a step (after variable expansion) into its type.
+    pub fn read_step(&self, step: &RawStep, value: &serde_yaml::Value) -> Result<Step, ScenarioError> {
+        serde_yaml::from_value(value.clone()).map_err(|e| ScenarioError::Step {
+            file: self.file.clone(),
+            line: step.line,
+            index: step.index,
+            command: step.command.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The variable holding the id of the tenant named `tenant` in the scenario.
+pub fn tenant_id_variable(tenant: &str) -> String {
+    format!("TENANT_{}_ID", tenant.to_ascii_uppercase())
+}
+
+fn command_name(value: &serde_yaml::Value) -> String {
+    let Some(map) = value.as_mapping() else {
+        return "not a mapping".into();
+    };
+    map.keys()
+        .filter_map(|k| k.as_str())
+        .find(|k| !matches!(*k, "capture" | "expect_error"))
+        .unwrap_or("no command")
+        .to_owned()
+}
+
+/// Line numbers (1-based) of the items of the top-level `steps:` list.
+fn step_lines(text: &str) -> Vec<usize> {
+    let mut lines = Vec::new();
+    let mut in_steps = false;
+    let mut item_indent: Option<usize> = None;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if indent == 0 {
+            in_steps = trimmed.starts_with("steps:");
+            continue;
+        }
+        if !in_steps || !trimmed.starts_with("- ") && trimmed != "-" {
+            continue;
+        }
+        match item_indent {
+            None => {
+                item_indent = Some(indent);
+                lines.push(number + 1);
+            }
+            Some(expected) if expected == indent => lines.push(number + 1),
+            Some(_) => {}
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<LoadedScenario, ScenarioError> {
+        LoadedScenario::parse(Path::new("test.yaml"), text)
+    }
+
+    #[test]
+    fn steps_get_their_line_numbers() {
+        let scenario = parse("name: t\nsteps:\n  - login: a\n\n  - group create:\n      name: rg\n      location: eastus\n").unwrap();
+        assert_eq!(scenario.steps[0].line, 3);
+        assert_eq!(scenario.steps[1].line, 5);
+        assert_eq!(scenario.steps[1].command, "group create");
+    }
+
+    #[test]
+    fn unknown_step_names_file_line_and_step() {
+        let error = parse("name: t\nsteps:\n  - login: a\n  - grup create: {name: rg}\n").unwrap_err().to_string();
+        assert!(error.starts_with("test.yaml:4: step 2 (grup create): unknown variant `grup create`"), "{error}");
+    }
+
+    #[test]
+    fn missing_field_is_reported() {
+        let error = parse("name: t\nsteps:\n  - group create: {name: rg}\n").unwrap_err().to_string();
+        assert!(error.contains("missing field `location`"), "{error}");
+    }
+
+    #[test]
+    fn bad_yaml_has_line_and_column() {
+        let error = parse("name: t\nsteps: [\n").unwrap_err();
+        assert!(matches!(error, ScenarioError::Syntax { line: 3, .. }), "{error}");
+    }
+
+    #[test]
+    fn undefined_variable_is_rejected() {
+        let error = parse("name: t\nsteps:\n  - login: ${TENANT}\n").unwrap_err().to_string();
+        assert!(error.contains("uses ${TENANT}"), "{error}");
+    }
+
+    #[test]
+    fn captured_variable_is_defined_for_later_steps() {
+        let text = "name: t\nsteps:\n  - identity show: {group: g, name: i}\n    capture: {ID: principalId}\n  - login: ${ID}\n";
+        parse(text).unwrap();
+    }
+}
