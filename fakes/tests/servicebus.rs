@@ -104,6 +104,11 @@ impl Fixture {
         (connection, session)
     }
 
+    /// Moves the model's clock forward.
+    fn advance(&self, by: time::Duration) {
+        self.cloud.lock().unwrap().clock.advance(by);
+    }
+
     fn active_count(&self) -> usize {
         let cloud = self.cloud.lock().unwrap();
         cloud
@@ -530,4 +535,90 @@ async fn garbage_frame_after_open_closes_with_error() {
         text.contains("amqp:decode-error"),
         "close carries the condition: {text:?}"
     );
+}
+
+#[tokio::test]
+async fn expired_token_detaches_link_unless_renewed() {
+    let fixture = Fixture::start().await;
+    let (mut connection, mut session) = fixture.connect().await;
+    let audience = format!("sb://{NAMESPACE_HOST}/{QUEUE}");
+    put_token(&mut session, &audience, &fixture.token_for(&fixture.owner)).await;
+    let mut sender = Sender::attach(&mut session, "sender", QUEUE).await.unwrap();
+
+    // A new put-token before the first token expires keeps the link open.
+    fixture.advance(time::Duration::minutes(50));
+    put_token(&mut session, &audience, &fixture.token_for(&fixture.owner)).await;
+    fixture.advance(time::Duration::minutes(30));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let renewed = sender
+        .send(Message::builder().value("renewed").build())
+        .await
+        .unwrap();
+    assert!(renewed.is_accepted(), "outcome after renewal: {renewed:?}");
+
+    // Once every token has expired, the broker detaches the link.
+    fixture.advance(time::Duration::hours(2));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let expired = sender
+        .send(Message::builder().value("expired").build())
+        .await;
+    assert!(
+        expired.is_err(),
+        "send on a link whose token expired: {expired:?}"
+    );
+    assert_eq!(fixture.active_count(), 1);
+    let _ = connection.close().await;
+}
+
+#[tokio::test]
+async fn expired_message_is_dead_lettered_when_configured() {
+    let fixture = Fixture::start().await;
+    {
+        let mut cloud = fixture.cloud.lock().unwrap();
+        let queue = cloud
+            .namespace_by_host_mut(NAMESPACE_HOST)
+            .unwrap()
+            .queue_mut(QUEUE)
+            .unwrap();
+        queue.properties.default_message_time_to_live = Some(time::Duration::minutes(5));
+        queue.properties.dead_lettering_on_message_expiration = true;
+    }
+    let (mut connection, mut session) = fixture.connect().await;
+    put_token(
+        &mut session,
+        &format!("sb://{NAMESPACE_HOST}/{QUEUE}"),
+        &fixture.token_for(&fixture.owner),
+    )
+    .await;
+    let mut sender = Sender::attach(&mut session, "sender", QUEUE).await.unwrap();
+    sender
+        .send(Message::builder().value("short-lived").build())
+        .await
+        .unwrap();
+    fixture.advance(time::Duration::minutes(6));
+
+    let mut receiver = Receiver::attach(&mut session, "receiver", QUEUE)
+        .await
+        .unwrap();
+    let nothing =
+        tokio::time::timeout(Duration::from_millis(500), receiver.recv::<Body<Value>>()).await;
+    assert!(nothing.is_err(), "an expired message is not delivered");
+    let mut dead_letters = Receiver::attach(
+        &mut session,
+        "dead-letter-receiver",
+        format!("{QUEUE}/$DeadLetterQueue").as_str(),
+    )
+    .await
+    .unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(5), dead_letters.recv::<Body<Value>>())
+        .await
+        .expect("the expired message is in the dead-letter queue")
+        .unwrap();
+    let properties = letter.message().application_properties.as_ref().unwrap();
+    assert_eq!(
+        properties.get("DeadLetterReason"),
+        Some(&SimpleValue::String("TTLExpiredException".into()))
+    );
+    dead_letters.accept(&letter).await.unwrap();
+    let _ = connection.close().await;
 }
