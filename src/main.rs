@@ -12,11 +12,17 @@ use xtenant_harness::runner::{RunOptions, ScenarioReport, run_file};
 use xtenant_harness::scenario::LoadedScenario;
 
 #[derive(Parser)]
-#[command(name = "xtenant", version, about = "Offline integration tests for Azure cross-tenant workload identity")]
-#[command(long_about = "Runs scenario files that provision two Entra tenants, an AKS cluster, a \
+#[command(
+    name = "xtenant",
+    version,
+    about = "Offline integration tests for Azure cross-tenant workload identity"
+)]
+#[command(
+    long_about = "Runs scenario files that provision two Entra tenants, an AKS cluster, a \
 managed identity with a federated credential and a Service Bus queue, then run a workload that \
 trades its Kubernetes token for an Entra token and sends messages, all against local fakes that \
-speak the real protocols over TLS.\n\nLogs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.")]
+speak the real protocols over TLS.\n\nLogs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -50,10 +56,15 @@ enum Commands {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -79,7 +90,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(files: &[PathBuf]) -> anyhow::Result<bool> {
-    let workload_exe = std::env::current_exe().context("cannot find the xtenant executable to run workloads with")?;
+    let workload_exe = std::env::current_exe()
+        .context("cannot find the xtenant executable to run workloads with")?;
     let options = RunOptions { workload_exe };
     let started = Instant::now();
     let mut reports: Vec<ScenarioReport> = Vec::new();
@@ -116,11 +128,16 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<bool> {
 
 fn list(folder: &Path) -> anyhow::Result<bool> {
     let mut files = Vec::new();
-    collect_yaml(folder, &mut files).with_context(|| format!("cannot read {}", folder.display()))?;
+    collect_yaml(folder, &mut files)
+        .with_context(|| format!("cannot read {}", folder.display()))?;
     files.sort();
     for file in files {
         match LoadedScenario::load(&file) {
-            Ok(scenario) => println!("{:<56} {}", file.display(), scenario.description.as_deref().unwrap_or(&scenario.name)),
+            Ok(scenario) => println!(
+                "{:<56} {}",
+                file.display(),
+                scenario.description.as_deref().unwrap_or(&scenario.name)
+            ),
             Err(error) => println!("{:<56} invalid: {error}", file.display()),
         }
     }

@@ -55,7 +55,12 @@ impl HttpsFake {
             .await;
         let upstream = *server.address();
         let tls_task = tokio::spawn(terminate_tls(listener, tls, upstream));
-        Ok(Self { server, url: https_url(address), address, tls_task })
+        Ok(Self {
+            server,
+            url: https_url(address),
+            address,
+            tls_task,
+        })
     }
 
     /// Base URL without a trailing slash, e.g. `https://127.0.0.1:4431`.
@@ -99,7 +104,11 @@ pub fn normalized_path(request: &Request) -> String {
 
 /// Query parameters with lower-cased names; the last value wins.
 pub fn query(request: &Request) -> BTreeMap<String, String> {
-    request.url.query_pairs().map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned())).collect()
+    request
+        .url
+        .query_pairs()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+        .collect()
 }
 
 /// A header's value as text.

@@ -32,23 +32,34 @@ impl Respond for IssuerResponder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let path = normalized_path(request);
         let cloud = lock(&self.cloud);
-        let found = cloud.issuers.iter().filter(|i| i.reachable).find_map(|issuer| {
-            let issuer_path = issuer_path(&issuer.url)?;
-            let rest = path.strip_prefix(issuer_path.trim_end_matches('/'))?.trim_start_matches('/');
-            Some((issuer, rest.to_owned()))
-        });
+        let found = cloud
+            .issuers
+            .iter()
+            .filter(|i| i.reachable)
+            .find_map(|issuer| {
+                let issuer_path = issuer_path(&issuer.url)?;
+                let rest = path
+                    .strip_prefix(issuer_path.trim_end_matches('/'))?
+                    .trim_start_matches('/');
+                Some((issuer, rest.to_owned()))
+            });
         match found {
-            Some((issuer, rest)) if request.method.as_str() == "GET" && rest == DISCOVERY_SUFFIX => {
+            Some((issuer, rest))
+                if request.method.as_str() == "GET" && rest == DISCOVERY_SUFFIX =>
+            {
                 ResponseTemplate::new(200)
                     .insert_header("content-type", "application/json")
                     .insert_header("cache-control", CACHE_CONTROL)
-                    .set_body_string(json!({
-                        "issuer": issuer.url,
-                        "jwks_uri": issuer.jwks_uri(),
-                        "response_types_supported": ["id_token"],
-                        "subject_types_supported": ["public"],
-                        "id_token_signing_alg_values_supported": ["RS256"],
-                    }).to_string())
+                    .set_body_string(
+                        json!({
+                            "issuer": issuer.url,
+                            "jwks_uri": issuer.jwks_uri(),
+                            "response_types_supported": ["id_token"],
+                            "subject_types_supported": ["public"],
+                            "id_token_signing_alg_values_supported": ["RS256"],
+                        })
+                        .to_string(),
+                    )
             }
             Some((issuer, rest)) if request.method.as_str() == "GET" && rest == JWKS_SUFFIX => {
                 let keys: Vec<_> = issuer.keys.iter().map(|k| k.jwk()).collect();
@@ -67,6 +78,8 @@ impl Respond for IssuerResponder {
 
 /// The path part of an issuer URL, with its trailing slash.
 fn issuer_path(url: &str) -> Option<&str> {
-    let without_scheme = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let without_scheme = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
     without_scheme.find('/').map(|i| &without_scheme[i..])
 }

@@ -46,7 +46,8 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority").finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,7 +60,11 @@ impl CertificateAuthority {
         name.push(DnType::OrganizationName, "xtenant");
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
         Ok(Self { issuer })
     }
@@ -79,12 +84,21 @@ impl CertificateAuthority {
     pub fn server_config(&self, hosts: &[&str]) -> Result<Arc<ServerConfig>, TlsError> {
         let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
         let mut params = CertificateParams::new(names)?;
-        params.distinguished_name.push(DnType::CommonName, hosts.first().copied().unwrap_or("localhost"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            hosts.first().copied().unwrap_or("localhost"),
+        );
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         let key = KeyPair::generate()?;
         let leaf = params.signed_by(&key, &self.issuer)?;
-        let chain = vec![leaf.der().clone(), CertificateDer::from(self.issuer.der().to_vec())];
+        let chain = vec![
+            leaf.der().clone(),
+            CertificateDer::from(self.issuer.der().to_vec()),
+        ];
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = ServerConfig::builder_with_provider(provider)

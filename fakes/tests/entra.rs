@@ -6,14 +6,14 @@ use serde_json::Value;
 use time::Duration;
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer};
+use xtenant_fakes::Endpoints;
 use xtenant_fakes::cloud::{
-    Cloud, ClientId, ClusterIssuer, FederatedCredential, ObjectId, Principal, PrincipalKind, ResourceId, SharedCloud,
-    UserAssignedIdentity, lock,
+    ClientId, Cloud, ClusterIssuer, FederatedCredential, ObjectId, Principal, PrincipalKind,
+    ResourceId, SharedCloud, UserAssignedIdentity, lock,
 };
 use xtenant_fakes::crypto::PublicKey;
 use xtenant_fakes::entra::{EntraResponder, JWT_BEARER};
 use xtenant_fakes::jwt::{self, DecodedJwt};
-use xtenant_fakes::Endpoints;
 
 const ISSUER: &str = "https://issuer.test/tenant-a/cluster/";
 const SUBJECT: &str = "system:serviceaccount:default:myserviceaccount";
@@ -38,8 +38,15 @@ impl World {
         let tenant_a = cloud.tenant("a").unwrap().id.clone();
         let tenant_b = cloud.tenant("b").unwrap().id.clone();
         let issuer_key = cloud.take_key();
-        cloud.issuers.push(ClusterIssuer { url: ISSUER.into(), tenant: tenant_a.clone(), keys: vec![issuer_key.clone()], reachable: true });
-        let identity_id = ResourceId::new("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1");
+        cloud.issuers.push(ClusterIssuer {
+            url: ISSUER.into(),
+            tenant: tenant_a.clone(),
+            keys: vec![issuer_key.clone()],
+            reachable: true,
+        });
+        let identity_id = ResourceId::new(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1",
+        );
         let client_id = ClientId::random();
         let object_id = ObjectId::random();
         let now = cloud.now();
@@ -48,27 +55,35 @@ impl World {
             client_id: client_id.clone(),
             tenant: tenant_b.clone(),
             display_name: "id1".into(),
-            kind: PrincipalKind::ManagedIdentity { resource_id: identity_id.clone() },
+            kind: PrincipalKind::ManagedIdentity {
+                resource_id: identity_id.clone(),
+            },
             created_at: now,
         });
-        cloud.identities.insert(identity_id.key(), UserAssignedIdentity {
-            id: identity_id.clone(),
-            tenant: tenant_b.clone(),
-            location: "eastus".into(),
-            tags: Value::Null,
-            principal_id: object_id,
-            client_id: client_id.clone(),
-            created_at: now,
-        });
+        cloud.identities.insert(
+            identity_id.key(),
+            UserAssignedIdentity {
+                id: identity_id.clone(),
+                tenant: tenant_b.clone(),
+                location: "eastus".into(),
+                tags: Value::Null,
+                principal_id: object_id,
+                client_id: client_id.clone(),
+                created_at: now,
+            },
+        );
         let fic_id = identity_id.join("federatedIdentityCredentials/fic1");
-        cloud.federated_credentials.insert(fic_id.key(), FederatedCredential {
-            id: fic_id,
-            identity: identity_id,
-            issuer: ISSUER.into(),
-            subject: SUBJECT.into(),
-            audiences: vec![AUDIENCE.into()],
-            created_at: now - Duration::minutes(1),
-        });
+        cloud.federated_credentials.insert(
+            fic_id.key(),
+            FederatedCredential {
+                id: fic_id,
+                identity: identity_id,
+                issuer: ISSUER.into(),
+                subject: SUBJECT.into(),
+                audiences: vec![AUDIENCE.into()],
+                created_at: now - Duration::minutes(1),
+            },
+        );
         let cloud: SharedCloud = Arc::new(Mutex::new(cloud));
         let server = MockServer::builder().start().await;
         let endpoints = Arc::new(Endpoints {
@@ -78,7 +93,10 @@ impl World {
             servicebus_tls: "127.0.0.1:3".parse().unwrap(),
             servicebus_plain: "127.0.0.1:4".parse().unwrap(),
         });
-        Mock::given(any()).respond_with(EntraResponder::new(cloud.clone(), endpoints)).mount(&server).await;
+        Mock::given(any())
+            .respond_with(EntraResponder::new(cloud.clone(), endpoints))
+            .mount(&server)
+            .await;
         Self {
             cloud,
             server,
@@ -108,13 +126,16 @@ impl World {
     }
 
     async fn exchange(&self, tenant: &str, client_id: &str, assertion: &str) -> (u16, Value) {
-        self.request(tenant, &[
-            ("grant_type", "client_credentials"),
-            ("client_id", client_id),
-            ("client_assertion_type", JWT_BEARER),
-            ("client_assertion", assertion),
-            ("scope", SERVICEBUS_SCOPE),
-        ])
+        self.request(
+            tenant,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", assertion),
+                ("scope", SERVICEBUS_SCOPE),
+            ],
+        )
         .await
     }
 
@@ -122,27 +143,53 @@ impl World {
         let cloud = lock(&self.cloud);
         let tenant = cloud.tenant(tenant).unwrap().id.clone();
         let operator = cloud.operator(&tenant).unwrap();
-        (operator.client_id.to_string(), operator.secret().unwrap().to_owned())
+        (
+            operator.client_id.to_string(),
+            operator.secret().unwrap().to_owned(),
+        )
     }
 
     async fn tenant_keys(&self, tenant: &str) -> Vec<PublicKey> {
         let url = format!("{}/{tenant}/discovery/v2.0/keys", self.server.uri());
-        let jwks: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
-        jwks["keys"].as_array().unwrap().iter().map(public_key).collect()
+        let jwks: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(public_key)
+            .collect()
     }
 }
 
 fn public_key(jwk: &Value) -> PublicKey {
     use base64::Engine;
-    let decode = |field: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwk[field].as_str().unwrap()).unwrap();
-    PublicKey { kid: jwk["kid"].as_str().unwrap().into(), modulus: decode("n"), exponent: decode("e") }
+    let decode = |field: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwk[field].as_str().unwrap())
+            .unwrap()
+    };
+    PublicKey {
+        kid: jwk["kid"].as_str().unwrap().into(),
+        modulus: decode("n"),
+        exponent: decode("e"),
+    }
 }
 
 #[tokio::test]
 async fn federated_token_verifies_with_tenant_jwks() {
     let world = World::new().await;
     let assertion = world.assertion(ISSUER, SUBJECT, AUDIENCE, 3600);
-    let (status, body) = world.exchange(&world.tenant_b, &world.identity_client_id, &assertion).await;
+    let (status, body) = world
+        .exchange(&world.tenant_b, &world.identity_client_id, &assertion)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["expires_in"].is_number());
     assert_eq!(body["token_type"], "Bearer");
@@ -152,8 +199,14 @@ async fn federated_token_verifies_with_tenant_jwks() {
     assert_eq!(token.verify(&keys), Ok(()));
     assert_eq!(token.claim_str("aud"), Some("https://servicebus.azure.net"));
     assert_eq!(token.claim_str("tid"), Some(world.tenant_b.as_str()));
-    assert_eq!(token.claim_str("appid"), Some(world.identity_client_id.as_str()));
-    assert_eq!(token.claim_str("iss").unwrap(), format!("https://sts.windows.net/{}/", world.tenant_b));
+    assert_eq!(
+        token.claim_str("appid"),
+        Some(world.identity_client_id.as_str())
+    );
+    assert_eq!(
+        token.claim_str("iss").unwrap(),
+        format!("https://sts.windows.net/{}/", world.tenant_b)
+    );
     assert_eq!(token.claim_str("ver"), Some("1.0"));
     for claim in ["oid", "sub", "iat", "nbf", "exp"] {
         assert!(token.claims.contains_key(claim), "missing claim {claim}");
@@ -167,19 +220,41 @@ async fn operator_secret_gets_arm_token_with_msal_extras() {
     let world = World::new().await;
     let (client_id, secret) = world.operator("a");
     let (status, body) = world
-        .request(&world.tenant_a, &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &client_id),
-            ("client_secret", &secret),
-            ("client_info", "1"),
-            ("claims", r#"{"access_token": {"xms_cc": {"values": ["CP1"]}}}"#),
-            ("scope", "https://management.core.windows.net//.default offline_access openid profile"),
-        ])
+        .request(
+            &world.tenant_a,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+                ("client_info", "1"),
+                (
+                    "claims",
+                    r#"{"access_token": {"xms_cc": {"values": ["CP1"]}}}"#,
+                ),
+                (
+                    "scope",
+                    "https://management.core.windows.net//.default offline_access openid profile",
+                ),
+            ],
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let token = DecodedJwt::decode(body["access_token"].as_str().unwrap()).unwrap();
-    assert_eq!(token.claim_str("aud"), Some("https://management.core.windows.net/"));
+    assert_eq!(
+        token.claim_str("aud"),
+        Some("https://management.core.windows.net/")
+    );
 }
+
+/// A case name, the tenant in the URL, the form, then the expected status, `error` and code.
+type ErrorRow = (
+    &'static str,
+    String,
+    Vec<(String, String)>,
+    u16,
+    &'static str,
+    u32,
+);
 
 /// One row per rejection: how to provoke it, then the expected status, `error` and code.
 #[tokio::test]
@@ -190,9 +265,13 @@ async fn token_endpoint_error_table() {
         let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
         let claims = DecodedJwt::decode(&good).unwrap().claims;
         let mut forged = claims.clone();
-        forged.insert("sub".into(), Value::from("system:serviceaccount:default:attacker"));
+        forged.insert(
+            "sub".into(),
+            Value::from("system:serviceaccount:default:attacker"),
+        );
         use base64::Engine;
-        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&forged).unwrap());
         parts.join(".")
     };
     let (operator_client, _) = world.operator("a");
@@ -204,7 +283,10 @@ async fn token_endpoint_error_table() {
             ("grant_type".into(), "client_credentials".into()),
             ("client_id".into(), client.into()),
             ("client_secret".into(), secret.into()),
-            ("scope".into(), "https://management.core.windows.net//.default".into()),
+            (
+                "scope".into(),
+                "https://management.core.windows.net//.default".into(),
+            ),
         ]
     };
     let assertion_form = |assertion: &str| -> Vec<(String, String)> {
@@ -216,29 +298,142 @@ async fn token_endpoint_error_table() {
             ("scope".into(), SERVICEBUS_SCOPE.into()),
         ]
     };
-    let rows: Vec<(&str, String, Vec<(String, String)>, u16, &str, u32)> = vec![
-        ("unknown tenant", "00000000-0000-0000-0000-000000000000".into(), assertion_form(&good), 400, "invalid_tenant", 90002),
-        ("identity asked in the cluster's tenant", a.clone(), assertion_form(&good), 400, "unauthorized_client", 700016),
-        ("wrong secret", a.clone(), secret_form(&operator_client, "wrong"), 401, "invalid_client", 7000215),
-        ("issuer without trailing slash", b.clone(), assertion_form(&world.assertion(ISSUER.trim_end_matches('/'), SUBJECT, AUDIENCE, 3600)), 401, "invalid_client", 700211),
-        ("issuer differs in case", b.clone(), assertion_form(&world.assertion(&ISSUER.to_uppercase().replace("HTTPS", "https"), SUBJECT, AUDIENCE, 3600)), 401, "invalid_client", 7002137),
-        ("another subject", b.clone(), assertion_form(&world.assertion(ISSUER, "system:serviceaccount:default:other", AUDIENCE, 3600)), 401, "invalid_client", 700213),
-        ("subject differs in case", b.clone(), assertion_form(&world.assertion(ISSUER, &SUBJECT.to_uppercase(), AUDIENCE, 3600)), 401, "invalid_client", 7002138),
-        ("another audience", b.clone(), assertion_form(&world.assertion(ISSUER, SUBJECT, "api://AzureADTokenExchangeChina", 3600)), 401, "invalid_client", 700212),
-        ("expired assertion", b.clone(), assertion_form(&world.assertion(ISSUER, SUBJECT, AUDIENCE, -60)), 401, "invalid_client", 700024),
-        ("tampered assertion", b.clone(), assertion_form(&tampered), 401, "invalid_client", 50013),
-        ("not a JWT", b.clone(), assertion_form("not-a-jwt"), 400, "invalid_request", 50027),
-        ("unknown resource", b.clone(), {
-            let mut form = assertion_form(&good);
-            form[4].1 = "https://unknown.example/.default".into();
-            form
-        }, 400, "invalid_resource", 500011),
-        ("scope without .default", b.clone(), {
-            let mut form = assertion_form(&good);
-            form[4].1 = "https://servicebus.azure.net/user_impersonation".into();
-            form
-        }, 400, "invalid_scope", 70011),
-        ("missing grant type", b.clone(), assertion_form(&good)[1..].to_vec(), 400, "invalid_request", 900144),
+    let rows: Vec<ErrorRow> = vec![
+        (
+            "unknown tenant",
+            "00000000-0000-0000-0000-000000000000".into(),
+            assertion_form(&good),
+            400,
+            "invalid_tenant",
+            90002,
+        ),
+        (
+            "identity asked in the cluster's tenant",
+            a.clone(),
+            assertion_form(&good),
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+        (
+            "wrong secret",
+            a.clone(),
+            secret_form(&operator_client, "wrong"),
+            401,
+            "invalid_client",
+            7000215,
+        ),
+        (
+            "issuer without trailing slash",
+            b.clone(),
+            assertion_form(&world.assertion(ISSUER.trim_end_matches('/'), SUBJECT, AUDIENCE, 3600)),
+            401,
+            "invalid_client",
+            700211,
+        ),
+        (
+            "issuer differs in case",
+            b.clone(),
+            assertion_form(&world.assertion(
+                &ISSUER.to_uppercase().replace("HTTPS", "https"),
+                SUBJECT,
+                AUDIENCE,
+                3600,
+            )),
+            401,
+            "invalid_client",
+            7002137,
+        ),
+        (
+            "another subject",
+            b.clone(),
+            assertion_form(&world.assertion(
+                ISSUER,
+                "system:serviceaccount:default:other",
+                AUDIENCE,
+                3600,
+            )),
+            401,
+            "invalid_client",
+            700213,
+        ),
+        (
+            "subject differs in case",
+            b.clone(),
+            assertion_form(&world.assertion(ISSUER, &SUBJECT.to_uppercase(), AUDIENCE, 3600)),
+            401,
+            "invalid_client",
+            7002138,
+        ),
+        (
+            "another audience",
+            b.clone(),
+            assertion_form(&world.assertion(
+                ISSUER,
+                SUBJECT,
+                "api://AzureADTokenExchangeChina",
+                3600,
+            )),
+            401,
+            "invalid_client",
+            700212,
+        ),
+        (
+            "expired assertion",
+            b.clone(),
+            assertion_form(&world.assertion(ISSUER, SUBJECT, AUDIENCE, -60)),
+            401,
+            "invalid_client",
+            700024,
+        ),
+        (
+            "tampered assertion",
+            b.clone(),
+            assertion_form(&tampered),
+            401,
+            "invalid_client",
+            50013,
+        ),
+        (
+            "not a JWT",
+            b.clone(),
+            assertion_form("not-a-jwt"),
+            400,
+            "invalid_request",
+            50027,
+        ),
+        (
+            "unknown resource",
+            b.clone(),
+            {
+                let mut form = assertion_form(&good);
+                form[4].1 = "https://unknown.example/.default".into();
+                form
+            },
+            400,
+            "invalid_resource",
+            500011,
+        ),
+        (
+            "scope without .default",
+            b.clone(),
+            {
+                let mut form = assertion_form(&good);
+                form[4].1 = "https://servicebus.azure.net/user_impersonation".into();
+                form
+            },
+            400,
+            "invalid_scope",
+            70011,
+        ),
+        (
+            "missing grant type",
+            b.clone(),
+            assertion_form(&good)[1..].to_vec(),
+            400,
+            "invalid_request",
+            900144,
+        ),
     ];
     for (case, tenant, form, status, error, code) in rows {
         let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -247,8 +442,14 @@ async fn token_endpoint_error_table() {
         assert_eq!(body["error"], error, "{case}: {body}");
         assert_eq!(body["error_codes"][0], code, "{case}: {body}");
         let description = body["error_description"].as_str().unwrap();
-        assert!(description.starts_with(&format!("AADSTS{code}: ")), "{case}: {description}");
-        assert!(description.contains(" Trace ID: ") && description.contains(" Correlation ID: "), "{case}: {description}");
+        assert!(
+            description.starts_with(&format!("AADSTS{code}: ")),
+            "{case}: {description}"
+        );
+        assert!(
+            description.contains(" Trace ID: ") && description.contains(" Correlation ID: "),
+            "{case}: {description}"
+        );
         for field in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
             assert!(body[field].is_string(), "{case}: missing {field}");
         }
@@ -259,7 +460,13 @@ async fn token_endpoint_error_table() {
 async fn issuer_that_cannot_be_fetched_fails_with_oidc_error() {
     let world = World::new().await;
     lock(&world.cloud).issuer_mut(ISSUER).unwrap().reachable = false;
-    let (status, body) = world.exchange(&world.tenant_b, &world.identity_client_id, &world.assertion(ISSUER, SUBJECT, AUDIENCE, 3600)).await;
+    let (status, body) = world
+        .exchange(
+            &world.tenant_b,
+            &world.identity_client_id,
+            &world.assertion(ISSUER, SUBJECT, AUDIENCE, 3600),
+        )
+        .await;
     assert_eq!(status, 400);
     assert_eq!(body["error_codes"][0], 90061);
 }
@@ -273,7 +480,9 @@ async fn rotated_key_no_longer_verifies_old_assertions() {
         let key = cloud.take_key();
         cloud.issuer_mut(ISSUER).unwrap().keys = vec![key];
     }
-    let (status, body) = world.exchange(&world.tenant_b, &world.identity_client_id, &old).await;
+    let (status, body) = world
+        .exchange(&world.tenant_b, &world.identity_client_id, &old)
+        .await;
     assert_eq!(status, 401);
     assert_eq!(body["error_codes"][0], 7000272);
 }
@@ -283,23 +492,49 @@ async fn new_credential_matches_only_after_propagation() {
     let world = World::new().await;
     let assertion = world.assertion(ISSUER, SUBJECT, AUDIENCE, 3600);
     lock(&world.cloud).delays.fic_propagation = Duration::minutes(5);
-    let (status, body) = world.exchange(&world.tenant_b, &world.identity_client_id, &assertion).await;
+    let (status, body) = world
+        .exchange(&world.tenant_b, &world.identity_client_id, &assertion)
+        .await;
     assert_eq!(status, 401);
     assert_eq!(body["error_codes"][0], 70021);
     lock(&world.cloud).clock.advance(Duration::minutes(5));
     let fresh = world.assertion(ISSUER, SUBJECT, AUDIENCE, 3600);
-    let (status, body) = world.exchange(&world.tenant_b, &world.identity_client_id, &fresh).await;
+    let (status, body) = world
+        .exchange(&world.tenant_b, &world.identity_client_id, &fresh)
+        .await;
     assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
 async fn tenant_discovery_names_token_endpoint() {
     let world = World::new().await;
-    let url = format!("{}/{}/v2.0/.well-known/openid-configuration", world.server.uri(), world.tenant_a);
-    let document: Value = world.http.get(url).send().await.unwrap().json().await.unwrap();
-    assert_eq!(document["token_endpoint"], format!("{}/{}/oauth2/v2.0/token", world.server.uri(), world.tenant_a));
+    let url = format!(
+        "{}/{}/v2.0/.well-known/openid-configuration",
+        world.server.uri(),
+        world.tenant_a
+    );
+    let document: Value = world
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        document["token_endpoint"],
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            world.server.uri(),
+            world.tenant_a
+        )
+    );
     assert!(document["authorization_endpoint"].is_string());
-    let unknown = format!("{}/nope/v2.0/.well-known/openid-configuration", world.server.uri());
+    let unknown = format!(
+        "{}/nope/v2.0/.well-known/openid-configuration",
+        world.server.uri()
+    );
     let response = world.http.get(unknown).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 400);
 }

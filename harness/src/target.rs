@@ -39,7 +39,9 @@ pub struct FakeTarget {
 pub enum TargetError {
     #[error("failed to start the fakes: {0}")]
     Start(#[from] StartError),
-    #[error("the scenario uses tenant '{0}', which the target does not have; list it under `tenants`")]
+    #[error(
+        "the scenario uses tenant '{0}', which the target does not have; list it under `tenants`"
+    )]
     UnknownTenant(String),
     #[error("no AKS cluster with id {0} exists in the fake cloud")]
     UnknownCluster(String),
@@ -55,9 +57,17 @@ impl FakeTarget {
     /// Starts the fakes with the scenario's tenants.
     pub async fn start(tenants: &[String], workload_exe: &Path) -> Result<Self, TargetError> {
         let state_dir = tempfile::Builder::new().prefix("xtenant-run-").tempdir()?;
-        let config = FakesConfig { tenants: tenants.to_vec(), state_dir: Some(state_dir.path().join("fakes")), ..FakesConfig::default() };
+        let config = FakesConfig {
+            tenants: tenants.to_vec(),
+            state_dir: Some(state_dir.path().join("fakes")),
+            ..FakesConfig::default()
+        };
         let fakes = Fakes::start(config).await?;
-        Ok(Self { fakes, workload_exe: workload_exe.to_path_buf(), state_dir })
+        Ok(Self {
+            fakes,
+            workload_exe: workload_exe.to_path_buf(),
+            state_dir,
+        })
     }
 
     pub fn arm_url(&self) -> &str {
@@ -75,8 +85,12 @@ impl FakeTarget {
     /// The operator credentials of the tenant named `name` in the scenario.
     pub fn operator(&self, name: &str) -> Result<OperatorCredentials, TargetError> {
         let cloud = lock(&self.fakes.cloud);
-        let tenant = cloud.tenant(name).ok_or_else(|| TargetError::UnknownTenant(name.to_owned()))?;
-        let operator = cloud.operator(&tenant.id).ok_or_else(|| TargetError::UnknownTenant(name.to_owned()))?;
+        let tenant = cloud
+            .tenant(name)
+            .ok_or_else(|| TargetError::UnknownTenant(name.to_owned()))?;
+        let operator = cloud
+            .operator(&tenant.id)
+            .ok_or_else(|| TargetError::UnknownTenant(name.to_owned()))?;
         Ok(OperatorCredentials {
             tenant_id: tenant.id.to_string(),
             client_id: operator.client_id.to_string(),
@@ -86,7 +100,9 @@ impl FakeTarget {
 
     /// The tenant id of the scenario tenant `name`.
     pub fn tenant_id(&self, name: &str) -> Option<String> {
-        lock(&self.fakes.cloud).tenant(name).map(|t| t.id.to_string())
+        lock(&self.fakes.cloud)
+            .tenant(name)
+            .map(|t| t.id.to_string())
     }
 
     /// An embedded cluster standing in for the AKS cluster `cluster_id`: its issuer and key
@@ -95,10 +111,23 @@ impl FakeTarget {
         let (name, tenant, issuer_url, key) = {
             let cloud = lock(&self.fakes.cloud);
             let id = ResourceId::new(cluster_id);
-            let cluster = cloud.clusters.get(&id.key()).ok_or_else(|| TargetError::UnknownCluster(cluster_id.to_owned()))?;
-            let issuer_url = cluster.issuer_url.clone().ok_or_else(|| TargetError::NoIssuer(cluster_id.to_owned()))?;
-            let issuer = cloud.issuer(&issuer_url).ok_or_else(|| TargetError::NoIssuer(cluster_id.to_owned()))?;
-            (id.name().to_owned(), cluster.tenant.to_string(), issuer_url, issuer.active_key().clone())
+            let cluster = cloud
+                .clusters
+                .get(&id.key())
+                .ok_or_else(|| TargetError::UnknownCluster(cluster_id.to_owned()))?;
+            let issuer_url = cluster
+                .issuer_url
+                .clone()
+                .ok_or_else(|| TargetError::NoIssuer(cluster_id.to_owned()))?;
+            let issuer = cloud
+                .issuer(&issuer_url)
+                .ok_or_else(|| TargetError::NoIssuer(cluster_id.to_owned()))?;
+            (
+                id.name().to_owned(),
+                cluster.tenant.to_string(),
+                issuer_url,
+                issuer.active_key().clone(),
+            )
         };
         let endpoints = &self.fakes.endpoints;
         let cloud = self.fakes.cloud.clone();
@@ -113,7 +142,10 @@ impl FakeTarget {
             workload_exe: self.workload_exe.clone(),
             extra_env: vec![
                 ("SSL_CERT_FILE".into(), self.ca_file().display().to_string()),
-                ("AZURE_SERVICEBUS_ENDPOINT".into(), format!("amqps://{}", endpoints.servicebus_tls)),
+                (
+                    "AZURE_SERVICEBUS_ENDPOINT".into(),
+                    format!("amqps://{}", endpoints.servicebus_tls),
+                ),
             ],
             extra_images: Vec::new(),
             state_dir,

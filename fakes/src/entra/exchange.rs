@@ -51,15 +51,30 @@ impl TokenRequest {
 }
 
 /// Handles a token request to `/{tenant}/oauth2/v2.0/token`.
-pub fn exchange(cloud: &Cloud, tenant: &str, request: &TokenRequest) -> Result<IssuedToken, AadError> {
-    let tenant = cloud.tenant(tenant).ok_or_else(|| AadError::tenant_not_found(tenant))?;
-    let grant_type = request.grant_type.as_deref().ok_or_else(|| AadError::missing_parameter("grant_type"))?;
+pub fn exchange(
+    cloud: &Cloud,
+    tenant: &str,
+    request: &TokenRequest,
+) -> Result<IssuedToken, AadError> {
+    let tenant = cloud
+        .tenant(tenant)
+        .ok_or_else(|| AadError::tenant_not_found(tenant))?;
+    let grant_type = request
+        .grant_type
+        .as_deref()
+        .ok_or_else(|| AadError::missing_parameter("grant_type"))?;
     if grant_type != "client_credentials" {
         return Err(AadError::unsupported_grant_type(grant_type));
     }
-    let scope = request.scope.as_deref().ok_or_else(|| AadError::missing_parameter("scope"))?;
+    let scope = request
+        .scope
+        .as_deref()
+        .ok_or_else(|| AadError::missing_parameter("scope"))?;
     let audience = resolve_scope(scope, tenant)?;
-    let client_id = request.client_id.as_deref().ok_or_else(|| AadError::missing_parameter("client_id"))?;
+    let client_id = request
+        .client_id
+        .as_deref()
+        .ok_or_else(|| AadError::missing_parameter("client_id"))?;
     let principal = cloud
         .principal_by_client_id(&tenant.id, client_id)
         .ok_or_else(|| AadError::application_not_found(client_id, &tenant.display_name))?;
@@ -84,18 +99,25 @@ pub fn exchange(cloud: &Cloud, tenant: &str, request: &TokenRequest) -> Result<I
 
 /// Reads the resource from a `<resource>/.default` scope; MSAL's OIDC scopes may sit beside it.
 fn resolve_scope(scope: &str, tenant: &Tenant) -> Result<&'static str, AadError> {
-    let mut resources = scope.split_whitespace().filter(|s| !OIDC_SCOPES.contains(s));
+    let mut resources = scope
+        .split_whitespace()
+        .filter(|s| !OIDC_SCOPES.contains(s));
     let (Some(resource_scope), None) = (resources.next(), resources.next()) else {
         return Err(AadError::invalid_scope(scope));
     };
-    let resource = resource_scope.strip_suffix("/.default").ok_or_else(|| AadError::invalid_scope(scope))?;
-    known_resource(resource).ok_or_else(|| AadError::resource_not_found(resource, &tenant.display_name))
+    let resource = resource_scope
+        .strip_suffix("/.default")
+        .ok_or_else(|| AadError::invalid_scope(scope))?;
+    known_resource(resource)
+        .ok_or_else(|| AadError::resource_not_found(resource, &tenant.display_name))
 }
 
 fn check_secret(principal: &Principal, secret: &str) -> Result<(), AadError> {
     match principal.secret() {
         Some(expected) if constant_time_eq(expected.as_bytes(), secret.as_bytes()) => Ok(()),
-        _ => Err(AadError::invalid_client_secret(principal.client_id.as_str())),
+        _ => Err(AadError::invalid_client_secret(
+            principal.client_id.as_str(),
+        )),
     }
 }
 
@@ -112,16 +134,27 @@ fn check_assertion(cloud: &Cloud, principal: &Principal, assertion: &str) -> Res
         return Err(AadError::entra_token_as_assertion());
     }
     let PrincipalKind::ManagedIdentity { resource_id } = &principal.kind else {
-        return Err(AadError::no_matching_federated_record(&issuer, &subject, &audiences.join(",")));
+        return Err(AadError::no_matching_federated_record(
+            &issuer,
+            &subject,
+            &audiences.join(","),
+        ));
     };
     let credentials = cloud.effective_credentials(resource_id);
     if credentials.is_empty() {
-        return Err(AadError::no_matching_federated_record(&issuer, &subject, &audiences.join(",")));
+        return Err(AadError::no_matching_federated_record(
+            &issuer,
+            &subject,
+            &audiences.join(","),
+        ));
     }
 
     let by_issuer: Vec<_> = credentials.iter().filter(|f| f.issuer == issuer).collect();
     if by_issuer.is_empty() {
-        if credentials.iter().any(|f| f.issuer.eq_ignore_ascii_case(&issuer)) {
+        if credentials
+            .iter()
+            .any(|f| f.issuer.eq_ignore_ascii_case(&issuer))
+        {
             return Err(AadError::issuer_case_mismatch(&issuer));
         }
         return Err(AadError::issuer_mismatch(&issuer));
@@ -132,12 +165,17 @@ fn check_assertion(cloud: &Cloud, principal: &Principal, assertion: &str) -> Res
 
     let by_subject: Vec<_> = by_issuer.iter().filter(|f| f.subject == subject).collect();
     if by_subject.is_empty() {
-        if by_issuer.iter().any(|f| f.subject.eq_ignore_ascii_case(&subject)) {
+        if by_issuer
+            .iter()
+            .any(|f| f.subject.eq_ignore_ascii_case(&subject))
+        {
             return Err(AadError::subject_case_mismatch(&subject));
         }
         return Err(AadError::subject_mismatch(&subject));
     }
-    let audience_matches = by_subject.iter().any(|f| f.audiences.iter().any(|a| audiences.contains(a)));
+    let audience_matches = by_subject
+        .iter()
+        .any(|f| f.audiences.iter().any(|a| audiences.contains(a)));
     if !audience_matches {
         return Err(AadError::audience_mismatch(&audiences.join(",")));
     }
@@ -155,20 +193,30 @@ fn verify_with_issuer_keys(cloud: &Cloud, jwt: &DecodedJwt, issuer: &str) -> Res
         Ok(()) => Ok(()),
         Err(JwtError::UnknownKey(kid)) => Err(AadError::signing_key_not_found(&kid, issuer)),
         Err(JwtError::Malformed(_)) => Err(AadError::malformed_assertion()),
-        Err(JwtError::BadSignature | JwtError::UnsupportedAlgorithm(_)) => Err(AadError::signature_invalid()),
+        Err(JwtError::BadSignature | JwtError::UnsupportedAlgorithm(_)) => {
+            Err(AadError::signature_invalid())
+        }
     }
 }
 
 fn check_lifetime(now: OffsetDateTime, jwt: &DecodedJwt) -> Result<(), AadError> {
-    let time = |name| jwt.claim_time(name).and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
+    let time = |name| {
+        jwt.claim_time(name)
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+    };
     let expires = time("exp").unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let not_before = time("nbf").or_else(|| time("iat")).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let not_before = time("nbf")
+        .or_else(|| time("iat"))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     if now >= expires || now < not_before {
-        return Err(AadError::assertion_out_of_time_range(now, not_before, expires));
+        return Err(AadError::assertion_out_of_time_range(
+            now, not_before, expires,
+        ));
     }
     Ok(())
 }
 
 fn is_entra_issuer(issuer: &str) -> bool {
-    issuer.starts_with("https://sts.windows.net/") || issuer.starts_with("https://login.microsoftonline.com/")
+    issuer.starts_with("https://sts.windows.net/")
+        || issuer.starts_with("https://login.microsoftonline.com/")
 }

@@ -59,7 +59,13 @@ impl EntraResponder {
                 }))
             }
             Err(error) => {
-                debug!(tenant, client_id, code = error.code, error = error.error, "rejected a token request");
+                debug!(
+                    tenant,
+                    client_id,
+                    code = error.code,
+                    error = error.error,
+                    "rejected a token request"
+                );
                 let body = error.body(cloud.now(), &correlation_id);
                 ResponseTemplate::new(error.status).set_body_json(body)
             }
@@ -76,7 +82,8 @@ impl EntraResponder {
         let cloud = lock(&self.cloud);
         let Some(tenant) = cloud.tenant(tenant) else {
             let error = AadError::tenant_not_found(tenant);
-            return ResponseTemplate::new(error.status).set_body_json(error.body(cloud.now(), &uuid::Uuid::new_v4().to_string()));
+            return ResponseTemplate::new(error.status)
+                .set_body_json(error.body(cloud.now(), &uuid::Uuid::new_v4().to_string()));
         };
         let base = format!("{}/{}", self.endpoints.login, tenant.id);
         let document = if v2 {
@@ -129,7 +136,8 @@ impl EntraResponder {
             }
             None => {
                 let error = AadError::tenant_not_found(tenant);
-                ResponseTemplate::new(error.status).set_body_json(error.body(cloud.now(), &uuid::Uuid::new_v4().to_string()))
+                ResponseTemplate::new(error.status)
+                    .set_body_json(error.body(cloud.now(), &uuid::Uuid::new_v4().to_string()))
             }
         }
     }
@@ -137,8 +145,15 @@ impl EntraResponder {
     /// Instance discovery, which MSAL calls unless it is turned off. The fake vouches only for
     /// its own host.
     fn instance_discovery(&self, request: &Request) -> ResponseTemplate {
-        let host = self.endpoints.login.trim_start_matches("https://").to_owned();
-        let endpoint = query(request).get("authorization_endpoint").cloned().unwrap_or_default();
+        let host = self
+            .endpoints
+            .login
+            .trim_start_matches("https://")
+            .to_owned();
+        let endpoint = query(request)
+            .get("authorization_endpoint")
+            .cloned()
+            .unwrap_or_default();
         let tenant = endpoint
             .trim_start_matches("https://")
             .split('/')
@@ -168,9 +183,15 @@ impl Respond for EntraResponder {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (method, segments.as_slice()) {
             ("POST", [tenant, "oauth2", "v2.0", "token"]) => self.token(tenant, request),
-            ("GET", [tenant, "v2.0", ".well-known", "openid-configuration"]) => self.openid_configuration(tenant, true),
-            ("GET", [tenant, ".well-known", "openid-configuration"]) => self.openid_configuration(tenant, false),
-            ("GET", [tenant, "discovery", "v2.0", "keys"] | [tenant, "discovery", "keys"]) => self.keys(tenant),
+            ("GET", [tenant, "v2.0", ".well-known", "openid-configuration"]) => {
+                self.openid_configuration(tenant, true)
+            }
+            ("GET", [tenant, ".well-known", "openid-configuration"]) => {
+                self.openid_configuration(tenant, false)
+            }
+            ("GET", [tenant, "discovery", "v2.0", "keys"] | [tenant, "discovery", "keys"]) => {
+                self.keys(tenant)
+            }
             ("GET", ["common", "discovery", "instance"]) => self.instance_discovery(request),
             _ => {
                 debug!("no Entra route for the request");

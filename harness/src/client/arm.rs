@@ -28,31 +28,61 @@ const MAX_POLLS: u32 = 600;
 
 impl ArmClient {
     pub fn new(http: reqwest::Client, base: &str, token: AccessToken) -> Self {
-        Self { http, base: base.trim_end_matches('/').to_owned(), token }
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
     }
 
     /// Sends one request and returns the answer, or ARM's error.
-    pub async fn call(&self, method: Method, path: &str, api_version: &str, body: Option<&Value>) -> Result<(ArmResponse, reqwest::header::HeaderMap), ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: &str,
+        body: Option<&Value>,
+    ) -> Result<(ArmResponse, reqwest::header::HeaderMap), ClientError> {
         let url = self.url(path, api_version);
         self.send(method, &url, body).await
     }
 
-    async fn send(&self, method: Method, url: &str, body: Option<&Value>) -> Result<(ArmResponse, reqwest::header::HeaderMap), ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<(ArmResponse, reqwest::header::HeaderMap), ClientError> {
         debug!(%method, url, "ARM request");
-        let mut request = self.http.request(method, url).bearer_auth(&self.token.token);
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(&self.token.token);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let transport = |source| ClientError::Transport { url: url.to_owned(), source };
+        let transport = |source| ClientError::Transport {
+            url: url.to_owned(),
+            source,
+        };
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(transport)?;
-        let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
         if status >= 400 {
             let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
             let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
-            return Err(ClientError::Arm { status, code, message });
+            return Err(ClientError::Arm {
+                status,
+                code,
+                message,
+            });
         }
         Ok((ArmResponse { status, body }, headers))
     }
@@ -61,21 +91,28 @@ impl ArmClient {
     /// CLI: `Azure-AsyncOperation` first, then `Location`, then the resource's own
     /// `provisioningState`. Unlike the CLI, the first poll goes out at once, so operations
     /// that finish immediately cost no `Retry-After` wait; later polls wait `Retry-After`.
-    pub async fn call_and_wait(&self, method: Method, path: &str, api_version: &str, body: Option<&Value>) -> Result<ArmResponse, ClientError> {
+    pub async fn call_and_wait(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: &str,
+        body: Option<&Value>,
+    ) -> Result<ArmResponse, ClientError> {
         let url = self.url(path, api_version);
         let (response, headers) = self.send(method.clone(), &url, body).await?;
         if let Some(operation) = header(&headers, "azure-asyncoperation") {
-            self.poll_async_operation(&operation, retry_after(&headers)).await?;
+            self.poll_async_operation(&operation, retry_after(&headers))
+                .await?;
             if method == Method::DELETE {
                 return Ok(response);
             }
             let (final_response, _) = self.send(Method::GET, &url, None).await?;
             return Ok(final_response);
         }
-        if response.status == 202 {
-            if let Some(location) = header(&headers, "location") {
-                return self.poll_location(&location, retry_after(&headers)).await;
-            }
+        if response.status == 202
+            && let Some(location) = header(&headers, "location")
+        {
+            return self.poll_location(&location, retry_after(&headers)).await;
         }
         if matches!(method, Method::PUT | Method::PATCH) {
             return self.poll_provisioning_state(&url, response).await;
@@ -83,7 +120,11 @@ impl ArmClient {
         Ok(response)
     }
 
-    async fn poll_async_operation(&self, url: &str, mut delay: Duration) -> Result<(), ClientError> {
+    async fn poll_async_operation(
+        &self,
+        url: &str,
+        mut delay: Duration,
+    ) -> Result<(), ClientError> {
         for poll in 0..MAX_POLLS {
             if poll > 0 {
                 tokio::time::sleep(delay).await;
@@ -93,16 +134,30 @@ impl ArmClient {
             match state.to_ascii_lowercase().as_str() {
                 "succeeded" => return Ok(()),
                 "failed" | "canceled" => {
-                    let message = status.body["error"]["message"].as_str().unwrap_or("").to_owned();
-                    return Err(ClientError::OperationFailed { url: url.to_owned(), status: state, message });
+                    let message = status.body["error"]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
+                    return Err(ClientError::OperationFailed {
+                        url: url.to_owned(),
+                        status: state,
+                        message,
+                    });
                 }
                 _ => delay = retry_after(&headers),
             }
         }
-        Err(ClientError::OperationTimedOut { url: url.to_owned(), polls: MAX_POLLS })
+        Err(ClientError::OperationTimedOut {
+            url: url.to_owned(),
+            polls: MAX_POLLS,
+        })
     }
 
-    async fn poll_location(&self, url: &str, mut delay: Duration) -> Result<ArmResponse, ClientError> {
+    async fn poll_location(
+        &self,
+        url: &str,
+        mut delay: Duration,
+    ) -> Result<ArmResponse, ClientError> {
         let mut url = url.to_owned();
         for poll in 0..MAX_POLLS {
             if poll > 0 {
@@ -117,23 +172,40 @@ impl ArmClient {
             }
             delay = retry_after(&headers);
         }
-        Err(ClientError::OperationTimedOut { url, polls: MAX_POLLS })
+        Err(ClientError::OperationTimedOut {
+            url,
+            polls: MAX_POLLS,
+        })
     }
 
-    async fn poll_provisioning_state(&self, url: &str, mut response: ArmResponse) -> Result<ArmResponse, ClientError> {
+    async fn poll_provisioning_state(
+        &self,
+        url: &str,
+        mut response: ArmResponse,
+    ) -> Result<ArmResponse, ClientError> {
         for _ in 0..MAX_POLLS {
-            let state = response.body["properties"]["provisioningState"].as_str().unwrap_or("Succeeded").to_owned();
+            let state = response.body["properties"]["provisioningState"]
+                .as_str()
+                .unwrap_or("Succeeded")
+                .to_owned();
             match state.to_ascii_lowercase().as_str() {
                 "succeeded" => return Ok(response),
                 "failed" | "canceled" => {
-                    return Err(ClientError::OperationFailed { url: url.to_owned(), status: state, message: String::new() });
+                    return Err(ClientError::OperationFailed {
+                        url: url.to_owned(),
+                        status: state,
+                        message: String::new(),
+                    });
                 }
                 _ => {}
             }
             tokio::time::sleep(DEFAULT_DELAY).await;
             response = self.send(Method::GET, url, None).await?.0;
         }
-        Err(ClientError::OperationTimedOut { url: url.to_owned(), polls: MAX_POLLS })
+        Err(ClientError::OperationTimedOut {
+            url: url.to_owned(),
+            polls: MAX_POLLS,
+        })
     }
 
     fn url(&self, path: &str, api_version: &str) -> String {
@@ -155,5 +227,8 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
 }
 
 fn header(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

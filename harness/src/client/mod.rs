@@ -17,13 +17,26 @@ pub enum ClientError {
     Transport { url: String, source: reqwest::Error },
     /// Entra ID rejected a token request.
     #[error("Entra ID answered {status} {error}: {description}")]
-    Entra { status: u16, error: String, code: Option<String>, description: String },
+    Entra {
+        status: u16,
+        error: String,
+        code: Option<String>,
+        description: String,
+    },
     /// ARM answered with an error envelope.
     #[error("ARM answered {status} ({code}) {message}")]
-    Arm { status: u16, code: String, message: String },
+    Arm {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// A long-running operation ended in `Failed` or `Canceled`.
     #[error("operation {url} ended with status {status}: {message}")]
-    OperationFailed { url: String, status: String, message: String },
+    OperationFailed {
+        url: String,
+        status: String,
+        message: String,
+    },
     /// A long-running operation did not finish in time.
     #[error("operation {url} did not finish after {polls} polls")]
     OperationTimedOut { url: String, polls: u32 },
@@ -55,12 +68,21 @@ impl ClientError {
 
 /// An HTTP client that trusts `ca_file` only when given (the fakes), or the platform's roots.
 pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, ClientError> {
-    let mut builder = reqwest::Client::builder().no_proxy().user_agent(concat!("xtenant/", env!("CARGO_PKG_VERSION")));
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .user_agent(concat!("xtenant/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = ca_file {
-        let ca_error = |problem: String| ClientError::CaFile { path: path.display().to_string(), problem };
+        let ca_error = |problem: String| ClientError::CaFile {
+            path: path.display().to_string(),
+            problem,
+        };
         let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-        let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
+        let certificate =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
         builder = builder.tls_certs_only([certificate]);
     }
-    builder.build().map_err(|source| ClientError::Transport { url: String::new(), source })
+    builder.build().map_err(|source| ClientError::Transport {
+        url: String::new(),
+        source,
+    })
 }

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 use super::{CommandOutput, Runner, Session, StepError};
 use crate::client::ArmClient;
-use crate::scenario::{AksCreateArgs, Command, FederatedCredentialArgs, NamespaceCreateArgs, RoleAssignmentArgs};
+use crate::scenario::{
+    AksCreateArgs, Command, FederatedCredentialArgs, NamespaceCreateArgs, RoleAssignmentArgs,
+};
 
 /// api-versions the Azure CLI 2.91.0 sends; the fakes accept any.
 mod api {
@@ -38,7 +40,9 @@ pub fn title(command: &Command) -> String {
         Command::ServiceBusQueueShow(a) => format!("servicebus queue show {}", a.name),
         Command::IdentityCreate(a) => format!("identity create {}", a.name),
         Command::IdentityShow(a) => format!("identity show {}", a.name),
-        Command::FederatedCredentialCreate(a) => format!("identity federated-credential create {}", a.name),
+        Command::FederatedCredentialCreate(a) => {
+            format!("identity federated-credential create {}", a.name)
+        }
         Command::RoleAssignmentCreate(a) => format!("role assignment create '{}'", a.role),
         Command::KubectlApply(_) => "kubectl apply".into(),
         Command::Wait(a) => format!("wait job/{} {:?}", a.job, a.condition).to_lowercase(),
@@ -48,11 +52,17 @@ pub fn title(command: &Command) -> String {
 }
 
 fn group_path(session: &Session, group: &str) -> String {
-    format!("/subscriptions/{}/resourcegroups/{group}", session.subscription)
+    format!(
+        "/subscriptions/{}/resourcegroups/{group}",
+        session.subscription
+    )
 }
 
 fn provider_path(session: &Session, group: &str, provider: &str) -> String {
-    format!("/subscriptions/{}/resourceGroups/{group}/providers/{provider}", session.subscription)
+    format!(
+        "/subscriptions/{}/resourceGroups/{group}/providers/{provider}",
+        session.subscription
+    )
 }
 
 impl Runner {
@@ -62,70 +72,180 @@ impl Runner {
             Command::GroupCreate(args) => {
                 let session = self.session()?;
                 let body = json!({ "location": args.location });
-                let response = session.arm.call_and_wait(Method::PUT, &group_path(session, &args.name), api::RESOURCES, Some(&body)).await?;
+                let response = session
+                    .arm
+                    .call_and_wait(
+                        Method::PUT,
+                        &group_path(session, &args.name),
+                        api::RESOURCES,
+                        Some(&body),
+                    )
+                    .await?;
                 Ok(CommandOutput::json(response.body))
             }
             Command::GroupDelete(args) => {
                 let session = self.session()?;
                 let path = group_path(session, &args.name);
                 if args.no_wait {
-                    session.arm.call(Method::DELETE, &path, api::RESOURCES, None).await?;
+                    session
+                        .arm
+                        .call(Method::DELETE, &path, api::RESOURCES, None)
+                        .await?;
                 } else {
-                    session.arm.call_and_wait(Method::DELETE, &path, api::RESOURCES, None).await?;
+                    session
+                        .arm
+                        .call_and_wait(Method::DELETE, &path, api::RESOURCES, None)
+                        .await?;
                 }
                 Ok(CommandOutput::json(Value::Null))
             }
             Command::AksCreate(args) => self.aks_create(args).await,
             Command::AksShow(args) => {
                 let session = self.session()?;
-                let path = provider_path(session, &args.group, &format!("Microsoft.ContainerService/managedClusters/{}", args.name));
-                Ok(CommandOutput::json(session.arm.call(Method::GET, &path, api::CONTAINER_SERVICE, None).await?.0.body))
+                let path = provider_path(
+                    session,
+                    &args.group,
+                    &format!("Microsoft.ContainerService/managedClusters/{}", args.name),
+                );
+                Ok(CommandOutput::json(
+                    session
+                        .arm
+                        .call(Method::GET, &path, api::CONTAINER_SERVICE, None)
+                        .await?
+                        .0
+                        .body,
+                ))
             }
-            Command::AksGetCredentials(args) => self.aks_get_credentials(&args.group, &args.name).await,
+            Command::AksGetCredentials(args) => {
+                self.aks_get_credentials(&args.group, &args.name).await
+            }
             Command::ServiceBusNamespaceCreate(args) => self.namespace_create(args).await,
             Command::ServiceBusNamespaceShow(args) => {
                 let session = self.session()?;
-                let path = provider_path(session, &args.group, &format!("Microsoft.ServiceBus/namespaces/{}", args.name));
-                Ok(CommandOutput::json(session.arm.call(Method::GET, &path, api::SERVICE_BUS, None).await?.0.body))
+                let path = provider_path(
+                    session,
+                    &args.group,
+                    &format!("Microsoft.ServiceBus/namespaces/{}", args.name),
+                );
+                Ok(CommandOutput::json(
+                    session
+                        .arm
+                        .call(Method::GET, &path, api::SERVICE_BUS, None)
+                        .await?
+                        .0
+                        .body,
+                ))
             }
             Command::ServiceBusQueueCreate(args) => {
                 let session = self.session()?;
-                let path = provider_path(session, &args.group, &format!("Microsoft.ServiceBus/namespaces/{}/queues/{}", args.namespace, args.name));
-                let (response, _) = session.arm.call(Method::PUT, &path, api::SERVICE_BUS, Some(&json!({ "properties": {} }))).await?;
+                let path = provider_path(
+                    session,
+                    &args.group,
+                    &format!(
+                        "Microsoft.ServiceBus/namespaces/{}/queues/{}",
+                        args.namespace, args.name
+                    ),
+                );
+                let (response, _) = session
+                    .arm
+                    .call(
+                        Method::PUT,
+                        &path,
+                        api::SERVICE_BUS,
+                        Some(&json!({ "properties": {} })),
+                    )
+                    .await?;
                 expect_status(&path, response.status, &[200])?;
                 Ok(CommandOutput::json(response.body))
             }
             Command::ServiceBusQueueShow(args) => {
                 let session = self.session()?;
-                let path = provider_path(session, &args.group, &format!("Microsoft.ServiceBus/namespaces/{}/queues/{}", args.namespace, args.name));
-                Ok(CommandOutput::json(session.arm.call(Method::GET, &path, api::SERVICE_BUS, None).await?.0.body))
+                let path = provider_path(
+                    session,
+                    &args.group,
+                    &format!(
+                        "Microsoft.ServiceBus/namespaces/{}/queues/{}",
+                        args.namespace, args.name
+                    ),
+                );
+                Ok(CommandOutput::json(
+                    session
+                        .arm
+                        .call(Method::GET, &path, api::SERVICE_BUS, None)
+                        .await?
+                        .0
+                        .body,
+                ))
             }
             Command::IdentityCreate(args) => {
                 let session = self.session()?;
-                let location = group_location(&session.arm, &group_path(session, &args.group)).await?;
-                let path = provider_path(session, &args.group, &format!("Microsoft.ManagedIdentity/userAssignedIdentities/{}", args.name));
-                let (response, _) = session.arm.call(Method::PUT, &path, api::MANAGED_IDENTITY, Some(&json!({ "location": location }))).await?;
+                let location =
+                    group_location(&session.arm, &group_path(session, &args.group)).await?;
+                let path = provider_path(
+                    session,
+                    &args.group,
+                    &format!(
+                        "Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+                        args.name
+                    ),
+                );
+                let (response, _) = session
+                    .arm
+                    .call(
+                        Method::PUT,
+                        &path,
+                        api::MANAGED_IDENTITY,
+                        Some(&json!({ "location": location })),
+                    )
+                    .await?;
                 expect_status(&path, response.status, &[200, 201])?;
                 Ok(CommandOutput::json(response.body))
             }
             Command::IdentityShow(args) => {
                 let session = self.session()?;
-                let path = provider_path(session, &args.group, &format!("Microsoft.ManagedIdentity/userAssignedIdentities/{}", args.name));
-                Ok(CommandOutput::json(session.arm.call(Method::GET, &path, api::MANAGED_IDENTITY, None).await?.0.body))
+                let path = provider_path(
+                    session,
+                    &args.group,
+                    &format!(
+                        "Microsoft.ManagedIdentity/userAssignedIdentities/{}",
+                        args.name
+                    ),
+                );
+                Ok(CommandOutput::json(
+                    session
+                        .arm
+                        .call(Method::GET, &path, api::MANAGED_IDENTITY, None)
+                        .await?
+                        .0
+                        .body,
+                ))
             }
-            Command::FederatedCredentialCreate(args) => self.federated_credential_create(args).await,
+            Command::FederatedCredentialCreate(args) => {
+                self.federated_credential_create(args).await
+            }
             Command::RoleAssignmentCreate(args) => self.role_assignment_create(args).await,
             Command::KubectlApply(manifests) => {
-                let lines = self.cluster()?.apply(manifests).await.map_err(|e| StepError::Cluster(e.to_string()))?;
-                Ok(CommandOutput { value: json!(lines), note: None })
+                let lines = self
+                    .cluster()?
+                    .apply(manifests)
+                    .await
+                    .map_err(|e| StepError::Cluster(e.to_string()))?;
+                Ok(CommandOutput {
+                    value: json!(lines),
+                    note: None,
+                })
             }
             Command::Wait(args) => self.wait(args).await,
             Command::Expect(expectations) => self.check(expectations).await,
             Command::AdvanceClock(by) => {
                 let duration = super::expect::parse_duration(by)?;
-                xtenant_fakes::cloud::lock(&self.target.fakes.cloud).clock.advance(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX));
+                xtenant_fakes::cloud::lock(&self.target.fakes.cloud)
+                    .clock
+                    .advance(time::Duration::try_from(duration).unwrap_or(time::Duration::MAX));
                 for cluster in self.clusters.values_mut() {
-                    cluster.refresh_tokens().map_err(|e| StepError::Cluster(e.to_string()))?;
+                    cluster
+                        .refresh_tokens()
+                        .map_err(|e| StepError::Cluster(e.to_string()))?;
                 }
                 Ok(CommandOutput::json(Value::Null))
             }
@@ -135,28 +255,60 @@ impl Runner {
     /// `az login --service-principal --tenant T`: a token for ARM, then the subscription list.
     async fn login(&mut self, tenant: &str) -> Result<CommandOutput, StepError> {
         let credentials = self.target.operator(tenant)?;
-        let token = self.tokens.with_secret(&credentials.tenant_id, &credentials.client_id, &credentials.secret, ARM_SCOPE).await?;
+        let token = self
+            .tokens
+            .with_secret(
+                &credentials.tenant_id,
+                &credentials.client_id,
+                &credentials.secret,
+                ARM_SCOPE,
+            )
+            .await?;
         let arm = ArmClient::new(self.http.clone(), self.target.arm_url(), token);
-        let (response, _) = arm.call(Method::GET, "/subscriptions", api::SUBSCRIPTIONS, None).await?;
-        let subscriptions = response.body["value"].as_array().cloned().unwrap_or_default();
+        let (response, _) = arm
+            .call(Method::GET, "/subscriptions", api::SUBSCRIPTIONS, None)
+            .await?;
+        let subscriptions = response.body["value"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let subscription = subscriptions
             .iter()
             .find(|s| s["state"] == "Enabled")
             .and_then(|s| s["subscriptionId"].as_str())
-            .ok_or_else(|| StepError::Precondition(format!("No subscriptions found for {}.", credentials.client_id)))?
+            .ok_or_else(|| {
+                StepError::Precondition(format!(
+                    "No subscriptions found for {}.",
+                    credentials.client_id
+                ))
+            })?
             .to_owned();
-        self.vars.insert("SUBSCRIPTION_ID".into(), subscription.clone());
+        self.vars
+            .insert("SUBSCRIPTION_ID".into(), subscription.clone());
         self.session = Some(Session { subscription, arm });
         Ok(CommandOutput::json(Value::Array(subscriptions)))
     }
 
     async fn aks_create(&mut self, args: &AksCreateArgs) -> Result<CommandOutput, StepError> {
         let session = self.session()?;
-        let path = provider_path(session, &args.group, &format!("Microsoft.ContainerService/managedClusters/{}", args.name));
-        match session.arm.call(Method::GET, &path, api::CONTAINER_SERVICE, None).await {
+        let path = provider_path(
+            session,
+            &args.group,
+            &format!("Microsoft.ContainerService/managedClusters/{}", args.name),
+        );
+        match session
+            .arm
+            .call(Method::GET, &path, api::CONTAINER_SERVICE, None)
+            .await
+        {
             Err(crate::client::ClientError::Arm { status: 404, .. }) => {}
             Err(error) => return Err(error.into()),
-            Ok(_) => return Err(StepError::Precondition(format!("the managed cluster {} already exists", args.name))),
+            Ok(_) => {
+                return Err(StepError::Precondition(format!(
+                    "the managed cluster {} already exists",
+                    args.name
+                )));
+            }
         }
         let location = match &args.location {
             Some(location) => location.clone(),
@@ -178,82 +330,137 @@ impl Runner {
             properties["securityProfile"] = json!({ "workloadIdentity": { "enabled": true } });
         }
         let body = json!({ "location": location, "identity": { "type": "SystemAssigned" }, "sku": { "name": "Base", "tier": "Free" }, "properties": properties });
-        let response = session.arm.call_and_wait(Method::PUT, &path, api::CONTAINER_SERVICE, Some(&body)).await?;
+        let response = session
+            .arm
+            .call_and_wait(Method::PUT, &path, api::CONTAINER_SERVICE, Some(&body))
+            .await?;
         Ok(CommandOutput::json(response.body))
     }
 
     /// `az aks get-credentials`: the user kubeconfig, and an embedded cluster behind it.
-    async fn aks_get_credentials(&mut self, group: &str, name: &str) -> Result<CommandOutput, StepError> {
+    async fn aks_get_credentials(
+        &mut self,
+        group: &str,
+        name: &str,
+    ) -> Result<CommandOutput, StepError> {
         let session = self.session()?;
-        let cluster_path = provider_path(session, group, &format!("Microsoft.ContainerService/managedClusters/{name}"));
+        let cluster_path = provider_path(
+            session,
+            group,
+            &format!("Microsoft.ContainerService/managedClusters/{name}"),
+        );
         let path = format!("{cluster_path}/listClusterUserCredential");
-        let (response, _) = session.arm.call(Method::POST, &path, api::CONTAINER_SERVICE, None).await?;
-        let kubeconfig = response.body["kubeconfigs"][0]["value"].as_str().ok_or_else(|| StepError::Expectation {
-            expected: "kubeconfigs[0].value in the listClusterUserCredential answer".into(),
-            observed: super::expect::abbreviate(&response.body),
-        })?;
+        let (response, _) = session
+            .arm
+            .call(Method::POST, &path, api::CONTAINER_SERVICE, None)
+            .await?;
+        let kubeconfig = response.body["kubeconfigs"][0]["value"]
+            .as_str()
+            .ok_or_else(|| StepError::Expectation {
+                expected: "kubeconfigs[0].value in the listClusterUserCredential answer".into(),
+                observed: super::expect::abbreviate(&response.body),
+            })?;
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD.decode(kubeconfig).map_err(|e| StepError::Expectation {
-            expected: "a base64 kubeconfig".into(),
-            observed: e.to_string(),
-        })?;
+        base64::engine::general_purpose::STANDARD
+            .decode(kubeconfig)
+            .map_err(|e| StepError::Expectation {
+                expected: "a base64 kubeconfig".into(),
+                observed: e.to_string(),
+            })?;
         if !self.clusters.contains_key(name) {
             let cluster = self.target.embedded_cluster(&cluster_path)?;
             self.clusters.insert(name.to_owned(), cluster);
         }
         self.current_cluster = Some(name.to_owned());
-        Ok(CommandOutput { value: Value::Null, note: Some(format!("Merged \"{name}\" as current context")) })
+        Ok(CommandOutput {
+            value: Value::Null,
+            note: Some(format!("Merged \"{name}\" as current context")),
+        })
     }
 
-    async fn namespace_create(&mut self, args: &NamespaceCreateArgs) -> Result<CommandOutput, StepError> {
+    async fn namespace_create(
+        &mut self,
+        args: &NamespaceCreateArgs,
+    ) -> Result<CommandOutput, StepError> {
         let session = self.session()?;
         let location = match &args.location {
             Some(location) => location.clone(),
             None => group_location(&session.arm, &group_path(session, &args.group)).await?,
         };
-        let path = provider_path(session, &args.group, &format!("Microsoft.ServiceBus/namespaces/{}", args.name));
+        let path = provider_path(
+            session,
+            &args.group,
+            &format!("Microsoft.ServiceBus/namespaces/{}", args.name),
+        );
         let body = json!({
             "location": location,
             "sku": { "name": args.sku, "tier": args.sku },
             "identity": { "type": "None" },
             "properties": { "disableLocalAuth": args.disable_local_auth },
         });
-        let response = session.arm.call_and_wait(Method::PUT, &path, api::SERVICE_BUS, Some(&body)).await?;
+        let response = session
+            .arm
+            .call_and_wait(Method::PUT, &path, api::SERVICE_BUS, Some(&body))
+            .await?;
         Ok(CommandOutput::json(response.body))
     }
 
-    async fn federated_credential_create(&mut self, args: &FederatedCredentialArgs) -> Result<CommandOutput, StepError> {
+    async fn federated_credential_create(
+        &mut self,
+        args: &FederatedCredentialArgs,
+    ) -> Result<CommandOutput, StepError> {
         let session = self.session()?;
         let path = provider_path(
             session,
             &args.group,
-            &format!("Microsoft.ManagedIdentity/userAssignedIdentities/{}/federatedIdentityCredentials/{}", args.identity_name, args.name),
+            &format!(
+                "Microsoft.ManagedIdentity/userAssignedIdentities/{}/federatedIdentityCredentials/{}",
+                args.identity_name, args.name
+            ),
         );
         let body = json!({ "properties": { "audiences": args.audiences, "issuer": args.issuer, "subject": args.subject } });
-        let (response, _) = session.arm.call(Method::PUT, &path, api::FEDERATED_CREDENTIALS, Some(&body)).await?;
+        let (response, _) = session
+            .arm
+            .call(Method::PUT, &path, api::FEDERATED_CREDENTIALS, Some(&body))
+            .await?;
         expect_status(&path, response.status, &[200, 201])?;
         Ok(CommandOutput::json(response.body))
     }
 
     /// `az role assignment create --assignee-object-id --assignee-principal-type --scope`:
     /// the role definition by name at the scope, then the assignment under a new GUID.
-    async fn role_assignment_create(&mut self, args: &RoleAssignmentArgs) -> Result<CommandOutput, StepError> {
+    async fn role_assignment_create(
+        &mut self,
+        args: &RoleAssignmentArgs,
+    ) -> Result<CommandOutput, StepError> {
         let session = self.session()?;
         let scope = args.scope.trim_end_matches('/');
         let filter = format!("roleName eq '{}'", args.role);
-        let definitions_path = format!("{scope}/providers/Microsoft.Authorization/roleDefinitions?$filter={}", encode_query(&filter));
-        let (definitions, _) = session.arm.call(Method::GET, &definitions_path, api::ROLE_DEFINITIONS, None).await?;
+        let definitions_path = format!(
+            "{scope}/providers/Microsoft.Authorization/roleDefinitions?$filter={}",
+            encode_query(&filter)
+        );
+        let (definitions, _) = session
+            .arm
+            .call(Method::GET, &definitions_path, api::ROLE_DEFINITIONS, None)
+            .await?;
         let definition_id = definitions.body["value"][0]["id"]
             .as_str()
             .ok_or_else(|| StepError::Precondition(format!("Role '{}' doesn't exist.", args.role)))?
             .to_owned();
-        let path = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{}", uuid::Uuid::new_v4());
+        let path = format!(
+            "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
+            uuid::Uuid::new_v4()
+        );
         let body = json!({ "properties": {
             "roleDefinitionId": definition_id,
             "principalId": args.assignee_object_id,
             "principalType": args.assignee_principal_type,
         } });
-        let (response, _) = session.arm.call(Method::PUT, &path, api::ROLE_ASSIGNMENTS, Some(&body)).await?;
+        let (response, _) = session
+            .arm
+            .call(Method::PUT, &path, api::ROLE_ASSIGNMENTS, Some(&body))
+            .await?;
         expect_status(&path, response.status, &[200, 201])?;
         Ok(CommandOutput::json(response.body))
     }
@@ -262,12 +469,26 @@ impl Runner {
         let timeout = super::expect::parse_duration(&args.timeout)?;
         let cluster = self.cluster()?;
         let status = cluster
-            .wait_job(&args.job, &args.namespace, condition_type(args.condition), timeout)
+            .wait_job(
+                &args.job,
+                &args.namespace,
+                condition_type(args.condition),
+                timeout,
+            )
             .await
             .map_err(|e| StepError::Cluster(e.to_string()))?;
-        let logs = cluster.job_logs(&args.job, &args.namespace).unwrap_or_default();
-        let last_line = logs.lines().rev().find(|l| !l.trim().is_empty()).map(|l| format!("log: {}", l.trim()));
-        Ok(CommandOutput { value: serde_json::to_value(format!("{status:?}")).unwrap_or(Value::Null), note: last_line })
+        let logs = cluster
+            .job_logs(&args.job, &args.namespace)
+            .unwrap_or_default();
+        let last_line = logs
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| format!("log: {}", l.trim()));
+        Ok(CommandOutput {
+            value: serde_json::to_value(format!("{status:?}")).unwrap_or(Value::Null),
+            note: last_line,
+        })
     }
 }
 
@@ -280,11 +501,16 @@ fn condition_type(condition: crate::scenario::JobCondition) -> crate::cluster::J
 
 /// Reads a resource group's location, as the CLI does when `--location` is omitted.
 async fn group_location(arm: &ArmClient, group_path: &str) -> Result<String, StepError> {
-    let (group, _) = arm.call(Method::GET, group_path, api::RESOURCES, None).await?;
-    group["location"].as_str().map(str::to_owned).ok_or_else(|| StepError::Expectation {
-        expected: "a location on the resource group".into(),
-        observed: super::expect::abbreviate(&group.body),
-    })
+    let (group, _) = arm
+        .call(Method::GET, group_path, api::RESOURCES, None)
+        .await?;
+    group["location"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| StepError::Expectation {
+            expected: "a location on the resource group".into(),
+            observed: super::expect::abbreviate(&group.body),
+        })
 }
 
 impl std::ops::Index<&str> for crate::client::ArmResponse {
@@ -302,14 +528,18 @@ fn expect_status(path: &str, status: u16, allowed: &[u16]) -> Result<(), StepErr
     }
     Err(StepError::Expectation {
         expected: format!("status {allowed:?} from PUT {path}"),
-        observed: format!("status {status} (the Azure CLI fails with \"Operation returned an invalid status\")"),
+        observed: format!(
+            "status {status} (the Azure CLI fails with \"Operation returned an invalid status\")"
+        ),
     })
 }
 
 fn encode_query(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

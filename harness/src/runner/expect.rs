@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{CommandOutput, Runner, StepError};
-use crate::scenario::{ExpectedError, Expectations};
+use crate::scenario::{Expectations, ExpectedError};
 
 /// A one-line description of an `expect` step.
 pub fn title(expectations: &Expectations) -> String {
@@ -21,7 +21,10 @@ pub fn title(expectations: &Expectations) -> String {
 }
 
 impl Runner {
-    pub(super) async fn check(&mut self, expectations: &Expectations) -> Result<CommandOutput, StepError> {
+    pub(super) async fn check(
+        &mut self,
+        expectations: &Expectations,
+    ) -> Result<CommandOutput, StepError> {
         let mut notes = Vec::new();
         if let Some(expected) = &expectations.logs {
             let logs = self
@@ -38,10 +41,18 @@ impl Runner {
                 notes.push(format!("log contains {text:?}"));
             }
             if let Some(line) = &expected.last_line {
-                let last = logs.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+                let last = logs
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim();
                 if last != line {
                     return Err(StepError::Expectation {
-                        expected: format!("the last log line of job/{} to be {line:?}", expected.job),
+                        expected: format!(
+                            "the last log line of job/{} to be {line:?}",
+                            expected.job
+                        ),
                         observed: format!("{last:?}"),
                     });
                 }
@@ -54,21 +65,35 @@ impl Runner {
                 "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ServiceBus/namespaces/{}/queues/{}",
                 session.subscription, expected.group, expected.namespace, expected.queue
             );
-            let (queue, _) = session.arm.call(Method::GET, &path, "2026-01-01", None).await?;
+            let (queue, _) = session
+                .arm
+                .call(Method::GET, &path, "2026-01-01", None)
+                .await?;
             let counts = &queue.body["properties"]["countDetails"];
-            for (field, wanted) in [("activeMessageCount", expected.active), ("deadLetterMessageCount", expected.dead_letter)] {
+            for (field, wanted) in [
+                ("activeMessageCount", expected.active),
+                ("deadLetterMessageCount", expected.dead_letter),
+            ] {
                 let Some(wanted) = wanted else { continue };
                 let actual = counts[field].as_u64();
                 if actual != Some(wanted) {
                     return Err(StepError::Expectation {
                         expected: format!("{field} {wanted} in queue {}", expected.queue),
-                        observed: format!("{field} {}", actual.map(|n| n.to_string()).unwrap_or_else(|| "missing".into())),
+                        observed: format!(
+                            "{field} {}",
+                            actual
+                                .map(|n| n.to_string())
+                                .unwrap_or_else(|| "missing".into())
+                        ),
                     });
                 }
                 notes.push(format!("{field} {wanted}"));
             }
         }
-        Ok(CommandOutput { value: Value::Null, note: Some(notes.join(", ")) })
+        Ok(CommandOutput {
+            value: Value::Null,
+            note: Some(notes.join(", ")),
+        })
     }
 }
 
@@ -84,7 +109,11 @@ pub fn describe_error(expected: &ExpectedError) -> String {
     if let Some(message) = &expected.message {
         parts.push(format!("message containing {message:?}"));
     }
-    if parts.is_empty() { "an error".into() } else { parts.join(", ") }
+    if parts.is_empty() {
+        "an error".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// Checks an error against the expectation; returns what was observed when it does not match.
@@ -94,10 +123,20 @@ pub fn match_error(expected: &ExpectedError, error: &StepError) -> Result<(), St
         _ => (None, None),
     };
     let text = error.to_string();
-    let code_ok = expected.code.as_ref().is_none_or(|c| code.as_deref() == Some(c.as_str()) || text.contains(c.as_str()));
+    let code_ok = expected
+        .code
+        .as_ref()
+        .is_none_or(|c| code.as_deref() == Some(c.as_str()) || text.contains(c.as_str()));
     let status_ok = expected.status.is_none_or(|s| status == Some(s));
-    let message_ok = expected.message.as_ref().is_none_or(|m| text.contains(m.as_str()));
-    if code_ok && status_ok && message_ok { Ok(()) } else { Err(short(error)) }
+    let message_ok = expected
+        .message
+        .as_ref()
+        .is_none_or(|m| text.contains(m.as_str()));
+    if code_ok && status_ok && message_ok {
+        Ok(())
+    } else {
+        Err(short(error))
+    }
 }
 
 /// The error with its code and status first, for reports.
@@ -126,14 +165,22 @@ pub fn query(value: &Value, path: &str) -> Option<String> {
 fn walk<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(value, |current, key| {
         let map = current.as_object()?;
-        map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+        map.get(key).or_else(|| {
+            map.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v)
+        })
     })
 }
 
 /// JSON shortened for error messages.
 pub fn abbreviate(value: &Value) -> String {
     let text = value.to_string();
-    if text.len() > 300 { format!("{}…", &text[..text.floor_char_boundary(300)]) } else { text }
+    if text.len() > 300 {
+        format!("{}…", &text[..text.floor_char_boundary(300)])
+    } else {
+        text
+    }
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -144,9 +191,15 @@ fn tail(text: &str, lines: usize) -> String {
 /// Parses `90s`, `2m`, `1h`, `500ms` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, StepError> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let invalid = || StepError::Precondition(format!("invalid duration {text:?}; write a number with ms, s, m or h, e.g. 60s"));
+    let invalid = || {
+        StepError::Precondition(format!(
+            "invalid duration {text:?}; write a number with ms, s, m or h, e.g. 60s"
+        ))
+    };
     let number: f64 = number.parse().map_err(|_| invalid())?;
     let seconds = match unit {
         "ms" => number / 1000.0,
@@ -166,7 +219,10 @@ mod tests {
     #[test]
     fn query_reads_flattened_properties_without_case() {
         let value = json!({"properties": {"oidcIssuerProfile": {"issuerURL": "https://i/"}, "principalId": "p"}, "id": "x"});
-        assert_eq!(query(&value, "oidcIssuerProfile.issuerUrl").as_deref(), Some("https://i/"));
+        assert_eq!(
+            query(&value, "oidcIssuerProfile.issuerUrl").as_deref(),
+            Some("https://i/")
+        );
         assert_eq!(query(&value, "principalId").as_deref(), Some("p"));
         assert_eq!(query(&value, "id").as_deref(), Some("x"));
         assert_eq!(query(&value, "missing"), None);

@@ -74,7 +74,16 @@ impl Runner {
                 vars.insert(tenant_id_variable(tenant), id);
             }
         }
-        Ok(Self { scenario, target, vars, http, tokens, session: None, clusters: BTreeMap::new(), current_cluster: None })
+        Ok(Self {
+            scenario,
+            target,
+            vars,
+            http,
+            tokens,
+            session: None,
+            clusters: BTreeMap::new(),
+            current_cluster: None,
+        })
     }
 
     pub fn target(&self) -> &FakeTarget {
@@ -88,7 +97,14 @@ impl Runner {
         let mut failed = false;
         for raw in self.scenario.steps.clone() {
             if failed {
-                let report = StepReport { index: raw.index, line: raw.line, title: raw.command.clone(), duration: Duration::ZERO, outcome: Outcome::NotRun, note: None };
+                let report = StepReport {
+                    index: raw.index,
+                    line: raw.line,
+                    title: raw.command.clone(),
+                    duration: Duration::ZERO,
+                    outcome: Outcome::NotRun,
+                    note: None,
+                };
                 on_step(&report);
                 steps.push(report);
                 continue;
@@ -102,14 +118,33 @@ impl Runner {
                     let (outcome, note) = self.run_step(&step).instrument(span).await;
                     (title, outcome, note)
                 }
-                Err(error) => (raw.command.clone(), Outcome::Failed { expected: "a valid step".into(), observed: error.to_string() }, None),
+                Err(error) => (
+                    raw.command.clone(),
+                    Outcome::Failed {
+                        expected: "a valid step".into(),
+                        observed: error.to_string(),
+                    },
+                    None,
+                ),
             };
             failed = matches!(outcome, Outcome::Failed { .. });
-            let report = StepReport { index: raw.index, line: raw.line, title, duration: step_started.elapsed(), outcome, note };
+            let report = StepReport {
+                index: raw.index,
+                line: raw.line,
+                title,
+                duration: step_started.elapsed(),
+                outcome,
+                note,
+            };
             on_step(&report);
             steps.push(report);
         }
-        ScenarioReport { name: self.scenario.name.clone(), file: self.scenario.file.clone(), steps, duration: started.elapsed() }
+        ScenarioReport {
+            name: self.scenario.name.clone(),
+            file: self.scenario.file.clone(),
+            steps,
+            duration: started.elapsed(),
+        }
     }
 
     async fn run_step(&mut self, step: &Step) -> (Outcome, Option<String>) {
@@ -117,14 +152,43 @@ impl Runner {
         match (&step.expect_error, result) {
             (None, Ok(output)) => match self.capture(step, &output.value) {
                 Ok(()) => (Outcome::Passed, output.note),
-                Err(error) => (Outcome::Failed { expected: "captured values".into(), observed: error.to_string() }, output.note),
+                Err(error) => (
+                    Outcome::Failed {
+                        expected: "captured values".into(),
+                        observed: error.to_string(),
+                    },
+                    output.note,
+                ),
             },
-            (None, Err(StepError::Expectation { expected, observed })) => (Outcome::Failed { expected, observed }, None),
-            (None, Err(error)) => (Outcome::Failed { expected: "success".into(), observed: error.to_string() }, None),
-            (Some(expected), Ok(_)) => (Outcome::Failed { expected: expect::describe_error(expected), observed: "the step succeeded".into() }, None),
+            (None, Err(StepError::Expectation { expected, observed })) => {
+                (Outcome::Failed { expected, observed }, None)
+            }
+            (None, Err(error)) => (
+                Outcome::Failed {
+                    expected: "success".into(),
+                    observed: error.to_string(),
+                },
+                None,
+            ),
+            (Some(expected), Ok(_)) => (
+                Outcome::Failed {
+                    expected: expect::describe_error(expected),
+                    observed: "the step succeeded".into(),
+                },
+                None,
+            ),
             (Some(expected), Err(error)) => match expect::match_error(expected, &error) {
-                Ok(()) => (Outcome::Passed, Some(format!("failed as expected: {}", expect::short(&error)))),
-                Err(observed) => (Outcome::Failed { expected: expect::describe_error(expected), observed }, None),
+                Ok(()) => (
+                    Outcome::Passed,
+                    Some(format!("failed as expected: {}", expect::short(&error))),
+                ),
+                Err(observed) => (
+                    Outcome::Failed {
+                        expected: expect::describe_error(expected),
+                        observed,
+                    },
+                    None,
+                ),
             },
         }
     }
@@ -141,14 +205,20 @@ impl Runner {
     }
 
     fn session(&self) -> Result<&Session, StepError> {
-        self.session.as_ref().ok_or_else(|| StepError::Precondition("no tenant is signed in; add a `login` step first".into()))
+        self.session.as_ref().ok_or_else(|| {
+            StepError::Precondition("no tenant is signed in; add a `login` step first".into())
+        })
     }
 
     fn cluster(&mut self) -> Result<&mut EmbeddedCluster, StepError> {
         let name = self.current_cluster.clone().ok_or_else(|| {
-            StepError::Precondition("no cluster credentials; add an `aks get-credentials` step first".into())
+            StepError::Precondition(
+                "no cluster credentials; add an `aks get-credentials` step first".into(),
+            )
         })?;
-        self.clusters.get_mut(&name).ok_or_else(|| StepError::Precondition(format!("cluster {name} is gone")))
+        self.clusters
+            .get_mut(&name)
+            .ok_or_else(|| StepError::Precondition(format!("cluster {name} is gone")))
     }
 }
 
@@ -165,7 +235,11 @@ impl CommandOutput {
 }
 
 /// Loads and runs one scenario file against fresh fakes.
-pub async fn run_file(file: &std::path::Path, options: &RunOptions, on_step: impl FnMut(&StepReport)) -> Result<ScenarioReport, StepError> {
+pub async fn run_file(
+    file: &std::path::Path,
+    options: &RunOptions,
+    on_step: impl FnMut(&StepReport),
+) -> Result<ScenarioReport, StepError> {
     let scenario = LoadedScenario::load(file)?;
     let mut runner = Runner::start(scenario, options).await?;
     Ok(runner.run(on_step).await)

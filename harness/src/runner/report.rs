@@ -8,7 +8,10 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Passed,
-    Failed { expected: String, observed: String },
+    Failed {
+        expected: String,
+        observed: String,
+    },
     /// An earlier step failed.
     NotRun,
 }
@@ -38,14 +41,24 @@ impl ScenarioReport {
     }
 
     pub fn failures(&self) -> impl Iterator<Item = &StepReport> {
-        self.steps.iter().filter(|s| matches!(s.outcome, Outcome::Failed { .. }))
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.outcome, Outcome::Failed { .. }))
     }
 
     /// The closing line: step counts and the total time.
     pub fn summary(&self) -> String {
-        let passed = self.steps.iter().filter(|s| s.outcome == Outcome::Passed).count();
+        let passed = self
+            .steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::Passed)
+            .count();
         let failed = self.failures().count();
-        let not_run = self.steps.iter().filter(|s| s.outcome == Outcome::NotRun).count();
+        let not_run = self
+            .steps
+            .iter()
+            .filter(|s| s.outcome == Outcome::NotRun)
+            .count();
         let verdict = if self.passed() { "PASSED" } else { "FAILED" };
         let mut line = format!("{verdict} {}: {passed} passed, {failed} failed", self.name);
         if not_run > 0 {
@@ -64,12 +77,22 @@ impl StepReport {
             Outcome::Failed { .. } => "FAIL",
             Outcome::NotRun => "skip",
         };
-        let mut text = format!("  {mark} {:>2} {:<56} {:>8}", self.index, self.title, format_duration(self.duration));
+        let mut text = format!(
+            "  {mark} {:>2} {:<56} {:>8}",
+            self.index,
+            self.title,
+            format_duration(self.duration)
+        );
         if let Some(note) = self.note.as_deref().filter(|n| !n.is_empty()) {
             let _ = write!(text, "  {}", shorten(note, NOTE_WIDTH));
         }
         if let Outcome::Failed { expected, observed } = &self.outcome {
-            let _ = write!(text, "\n         at {file}:{}\n         expected: {expected}\n         observed: {}", self.line, observed.replace('\n', "\n                   "));
+            let _ = write!(
+                text,
+                "\n         at {file}:{}\n         expected: {expected}\n         observed: {}",
+                self.line,
+                observed.replace('\n', "\n                   ")
+            );
         }
         text
     }

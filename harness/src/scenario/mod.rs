@@ -21,16 +21,38 @@ pub use vars::{expand, referenced_variables};
 pub enum ScenarioError {
     /// The file could not be read.
     #[error("{file}: cannot read the scenario: {source}")]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     /// The YAML or its outer structure is invalid.
     #[error("{file}:{line}:{column}: {message}")]
-    Syntax { file: PathBuf, line: usize, column: usize, message: String },
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// One step does not match any step type or has wrong fields.
     #[error("{file}:{line}: step {index} ({command}): {message}")]
-    Step { file: PathBuf, line: usize, index: usize, command: String, message: String },
+    Step {
+        file: PathBuf,
+        line: usize,
+        index: usize,
+        command: String,
+        message: String,
+    },
     /// A step uses a variable that is neither in `vars` nor captured by an earlier step.
-    #[error("{file}:{line}: step {index} ({command}) uses ${{{variable}}}, which no `vars` entry or earlier `capture` defines; add it to `vars` or capture it in an earlier step")]
-    UnknownVariable { file: PathBuf, line: usize, index: usize, command: String, variable: String },
+    #[error(
+        "{file}:{line}: step {index} ({command}) uses ${{{variable}}}, which no `vars` entry or earlier `capture` defines; add it to `vars` or capture it in an earlier step"
+    )]
+    UnknownVariable {
+        file: PathBuf,
+        line: usize,
+        index: usize,
+        command: String,
+        variable: String,
+    },
 }
 
 /// A scenario as read from disk, with the raw steps kept for variable expansion.
@@ -74,7 +96,10 @@ fn default_tenants() -> Vec<String> {
 impl LoadedScenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io { file: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
@@ -82,15 +107,28 @@ impl LoadedScenario {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
         let file = path.to_path_buf();
         let document: Document = serde_yaml::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
-            ScenarioError::Syntax { file: file.clone(), line, column, message: e.to_string() }
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            ScenarioError::Syntax {
+                file: file.clone(),
+                line,
+                column,
+                message: e.to_string(),
+            }
         })?;
         let lines = step_lines(text);
         let mut steps = Vec::with_capacity(document.steps.len());
         for (index, value) in document.steps.into_iter().enumerate() {
             let line = lines.get(index).copied().unwrap_or(1);
             let command = command_name(&value);
-            steps.push(RawStep { index: index + 1, line, command, value });
+            steps.push(RawStep {
+                index: index + 1,
+                line,
+                command,
+                value,
+            });
         }
         let scenario = Self {
             file,
@@ -135,15 +173,104 @@ impl LoadedScenario {
     }
 
     /// Reads a step (after variable expansion) into its type.
-    pub fn read_step(&self, step: &RawStep, value: &serde_yaml::Value) -> Result<Step, ScenarioError> {
-        serde_yaml::from_value(value.clone()).map_err(|e| ScenarioError::Step {
+    pub fn read_step(
+        &self,
+        step: &RawStep,
+        value: &serde_yaml::Value,
+    ) -> Result<Step, ScenarioError> {
+        let error = |message: String| ScenarioError::Step {
             file: self.file.clone(),
             line: step.line,
             index: step.index,
             command: step.command.clone(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let Some(map) = value.as_mapping() else {
+            return Err(error(
+                "a step is a mapping with one command key, e.g. `- login: a`".into(),
+            ));
+        };
+        let commands: Vec<&str> = map
+            .keys()
+            .filter_map(|k| k.as_str())
+            .filter(|k| !STEP_OPTIONS.contains(k))
+            .collect();
+        match commands.as_slice() {
+            [] => {
+                return Err(error(format!(
+                    "the step has no command; use one of: {}",
+                    COMMAND_NAMES.join(", ")
+                )));
+            }
+            [command] if !COMMAND_NAMES.contains(command) => {
+                let hint = closest(command)
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default();
+                return Err(error(format!(
+                    "unknown step `{command}`; {hint}known steps: {}",
+                    COMMAND_NAMES.join(", ")
+                )));
+            }
+            [_] => {}
+            several => {
+                return Err(error(format!(
+                    "a step runs one command, found {}",
+                    several.join(", ")
+                )));
+            }
+        }
+        serde_yaml::from_value(value.clone()).map_err(|e| error(e.to_string()))
     }
+}
+
+/// Keys a step may carry beside its command.
+const STEP_OPTIONS: &[&str] = &["capture", "expect_error"];
+
+/// Every step command, as written in scenario files.
+pub const COMMAND_NAMES: &[&str] = &[
+    "login",
+    "group create",
+    "group delete",
+    "aks create",
+    "aks show",
+    "aks get-credentials",
+    "servicebus namespace create",
+    "servicebus namespace show",
+    "servicebus queue create",
+    "servicebus queue show",
+    "identity create",
+    "identity show",
+    "identity federated-credential create",
+    "role assignment create",
+    "kubectl apply",
+    "wait",
+    "expect",
+    "advance clock",
+];
+
+/// The known command nearest to a misspelt one, when it is close enough to be a typo.
+fn closest(command: &str) -> Option<&'static str> {
+    COMMAND_NAMES
+        .iter()
+        .map(|name| (edit_distance(command, name), *name))
+        .filter(|(distance, _)| *distance <= 3)
+        .min()
+        .map(|(_, name)| name)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// The variable holding the id of the tenant named `tenant` in the scenario.
@@ -157,7 +284,7 @@ fn command_name(value: &serde_yaml::Value) -> String {
     };
     map.keys()
         .filter_map(|k| k.as_str())
-        .find(|k| !matches!(*k, "capture" | "expect_error"))
+        .find(|k| !STEP_OPTIONS.contains(k))
         .unwrap_or("no command")
         .to_owned()
 }
@@ -210,25 +337,34 @@ mod tests {
 
     #[test]
     fn unknown_step_names_file_line_and_step() {
-        let error = parse("name: t\nsteps:\n  - login: a\n  - grup create: {name: rg}\n").unwrap_err().to_string();
-        assert!(error.starts_with("test.yaml:4: step 2 (grup create): unknown variant `grup create`"), "{error}");
+        let error = parse("name: t\nsteps:\n  - login: a\n  - grup create: {name: rg}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("test.yaml:4: step 2 (grup create): unknown step `grup create`; did you mean `group create`?"), "{error}");
     }
 
     #[test]
     fn missing_field_is_reported() {
-        let error = parse("name: t\nsteps:\n  - group create: {name: rg}\n").unwrap_err().to_string();
+        let error = parse("name: t\nsteps:\n  - group create: {name: rg}\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("missing field `location`"), "{error}");
     }
 
     #[test]
     fn bad_yaml_has_line_and_column() {
         let error = parse("name: t\nsteps: [\n").unwrap_err();
-        assert!(matches!(error, ScenarioError::Syntax { line: 3, .. }), "{error}");
+        assert!(
+            matches!(error, ScenarioError::Syntax { line: 3, .. }),
+            "{error}"
+        );
     }
 
     #[test]
     fn undefined_variable_is_rejected() {
-        let error = parse("name: t\nsteps:\n  - login: ${TENANT}\n").unwrap_err().to_string();
+        let error = parse("name: t\nsteps:\n  - login: ${TENANT}\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("uses ${TENANT}"), "{error}");
     }
 

@@ -10,7 +10,11 @@ pub fn expand(value: &Value, vars: &BTreeMap<String, String>) -> Value {
     match value {
         Value::String(text) => Value::String(expand_str(text, vars)),
         Value::Sequence(items) => Value::Sequence(items.iter().map(|v| expand(v, vars)).collect()),
-        Value::Mapping(map) => Value::Mapping(map.iter().map(|(k, v)| (expand(k, vars), expand(v, vars))).collect()),
+        Value::Mapping(map) => Value::Mapping(
+            map.iter()
+                .map(|(k, v)| (expand(k, vars), expand(v, vars)))
+                .collect(),
+        ),
         Value::Tagged(tagged) => Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
             tag: tagged.tag.clone(),
             value: expand(&tagged.value, vars),
