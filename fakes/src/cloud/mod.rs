@@ -258,6 +258,59 @@ impl Cloud {
         self.namespaces.get_mut(&name.to_ascii_lowercase())
     }
 
+    /// Creates a user-assigned managed identity and the service principal behind it, in
+    /// `tenant`, with fresh client and object ids.
+    pub fn create_user_assigned_identity(
+        &mut self,
+        id: ResourceId,
+        tenant: &TenantId,
+        location: &str,
+    ) -> UserAssignedIdentity {
+        let now = self.now();
+        let identity = UserAssignedIdentity {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            location: location.to_owned(),
+            tags: serde_json::Value::Object(Default::default()),
+            principal_id: ObjectId::random(),
+            client_id: ClientId::random(),
+            created_at: now,
+        };
+        self.principals.push(Principal {
+            object_id: identity.principal_id.clone(),
+            client_id: identity.client_id.clone(),
+            tenant: tenant.clone(),
+            display_name: id.name().to_owned(),
+            kind: PrincipalKind::ManagedIdentity {
+                resource_id: id.clone(),
+            },
+            created_at: now,
+        });
+        self.identities.insert(id.key(), identity.clone());
+        identity
+    }
+
+    /// Adds a federated identity credential named `name` to an identity, created now.
+    pub fn add_federated_credential(
+        &mut self,
+        identity: &ResourceId,
+        name: &str,
+        issuer: &str,
+        subject: &str,
+        audience: &str,
+    ) {
+        let id = identity.join(&format!("federatedIdentityCredentials/{name}"));
+        let credential = FederatedCredential {
+            id: id.clone(),
+            identity: identity.clone(),
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+            audiences: vec![audience.to_owned()],
+            created_at: self.now(),
+        };
+        self.federated_credentials.insert(id.key(), credential);
+    }
+
     /// Deletes everything inside `scope`: resources, the principals of deleted identities,
     /// their federated credentials, and role assignments whose scope lies inside.
     pub fn delete_within(&mut self, scope: &ResourceId) {
