@@ -1,7 +1,7 @@
 //! Plumbing shared by the HTTP fakes: a wiremock server behind TLS, and request helpers.
 //!
 //! Each HTTP fake is a wiremock [`MockServer`] whose catch-all responder, mounted at the lowest
-//! priority, answers from the cloud model. Tests mount their own mocks above it (a 429 on the
+//! priority, responds from the cloud model. Tests mount their own mocks above it (a 429 on the
 //! third PUT, a delay) and read [`MockServer::received_requests`].
 
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ pub struct HttpsFake {
 
 impl HttpsFake {
     /// Binds the TLS listener; the responder is mounted later with [`HttpsFake::serve`], once
-    /// every fake knows the others' URLs.
+    /// the URLs of every fake are known.
     pub async fn bind(ip: IpAddr, port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
         let listener = TcpListener::bind((ip, port)).await?;
         let address = listener.local_addr()?;
@@ -84,7 +84,7 @@ pub fn https_url(address: SocketAddr) -> String {
     format!("https://{address}")
 }
 
-/// The request path with runs of `/` collapsed, as ARM and Entra treat them; clients that join
+/// Returns the request path with runs of `/` collapsed, as ARM and Entra treat them; clients that join
 /// a base URL ending in `/` send `//metadata/endpoints`.
 pub fn normalized_path(request: &Request) -> String {
     let mut path = String::with_capacity(request.url.path().len());
@@ -111,12 +111,12 @@ pub fn query(request: &Request) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A header's value as text.
+/// Returns a header's value as text.
 pub fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
     request.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The bearer token of the `Authorization` header, if the scheme is `Bearer`.
+/// Returns the bearer token of the `Authorization` header, if the scheme is `Bearer`.
 pub fn bearer_token(request: &Request) -> Option<&str> {
     let value = header(request, "authorization")?;
     let (scheme, token) = value.split_once(' ')?;

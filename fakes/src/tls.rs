@@ -30,7 +30,7 @@ pub const FAKE_HOST_NAMES: &[&str] = &[
     "*.oic.prod-aks.azure.com",
 ];
 
-/// Why the certificate authority could not be made or used.
+/// Failure to make or use the certificate authority.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("failed to generate a certificate: {0}")]
@@ -69,7 +69,7 @@ impl CertificateAuthority {
         Ok(Self { issuer })
     }
 
-    /// The CA certificate in PEM, for clients to trust.
+    /// Returns the CA certificate in PEM, for clients to trust.
     pub fn ca_pem(&self) -> String {
         self.issuer.pem()
     }
@@ -79,7 +79,7 @@ impl CertificateAuthority {
         std::fs::write(path, self.ca_pem())
     }
 
-    /// A rustls server configuration with a leaf certificate for `hosts` (DNS names, wildcards
+    /// Builds a rustls server configuration with a leaf certificate for `hosts` (DNS names, wildcards
     /// or IP addresses), signed by this CA.
     pub fn server_config(&self, hosts: &[&str]) -> Result<Arc<ServerConfig>, TlsError> {
         let names: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();

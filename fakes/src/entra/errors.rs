@@ -19,7 +19,7 @@ pub struct AadError {
     pub message: String,
 }
 
-/// Where the docs link for federated credentials points in current Entra messages.
+/// Documentation link that current Entra messages give for federated credentials.
 const FEDERATION_DOCS: &str =
     "https://learn.microsoft.com/entra/workload-id/workload-identity-federation";
 

@@ -1,4 +1,4 @@
-//! The token endpoint's decisions for `grant_type=client_credentials`: which principal asks,
+//! The token endpoint's decisions for `grant_type=client_credentials`: which principal requests a token,
 //! whether its credential holds, and for which resource. Pure functions over the model.
 //!
 //! A federated assertion is checked the way Entra documents it: the assertion's issuer must

@@ -77,7 +77,7 @@ impl EntraResponder {
         ResponseTemplate::new(error.status).set_body_json(error.body(now, correlation_id))
     }
 
-    /// The tenant's OpenID Connect discovery document; `v2` selects the v2.0 endpoints.
+    /// Serves the tenant's OpenID Connect discovery document; `v2` selects the v2.0 endpoints.
     fn openid_configuration(&self, tenant: &str, v2: bool) -> ResponseTemplate {
         let cloud = lock(&self.cloud);
         let Some(tenant) = cloud.tenant(tenant) else {

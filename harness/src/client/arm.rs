@@ -8,7 +8,7 @@ use tracing::debug;
 
 use super::{AccessToken, ClientError};
 
-/// A successful ARM answer.
+/// A successful ARM response.
 #[derive(Clone, Debug)]
 pub struct ArmResponse {
     pub status: u16,
@@ -35,7 +35,7 @@ impl ArmClient {
         }
     }
 
-    /// Sends one request and returns the answer, or ARM's error.
+    /// Sends one request and returns the response, or ARM's error.
     pub async fn call(
         &self,
         method: Method,
@@ -87,7 +87,7 @@ impl ArmClient {
         Ok((ArmResponse { status, body }, headers))
     }
 
-    /// A request whose answer may start a long-running operation; waits for it like the
+    /// Sends a request whose response may start a long-running operation; waits for it like the
     /// CLI: `Azure-AsyncOperation` first, then `Location`, then the resource's own
     /// `provisioningState`. Unlike the CLI, the first poll goes out at once, so operations
     /// that finish immediately cost no `Retry-After` wait; later polls wait `Retry-After`.

@@ -9,22 +9,22 @@ pub use login::{AccessToken, TokenClient};
 
 use std::path::Path;
 
-/// Why a call failed: transport problems, or Azure's own error answer.
+/// Failure of a call: a transport problem, or Azure's own error response.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The request did not get an HTTP answer.
+    /// The request got no HTTP response.
     #[error("request to {url} failed: {source}")]
     Transport { url: String, source: reqwest::Error },
     /// Entra ID rejected a token request.
-    #[error("Entra ID answered {status} {error}: {description}")]
+    #[error("Entra ID responded {status} {error}: {description}")]
     Entra {
         status: u16,
         error: String,
         code: Option<String>,
         description: String,
     },
-    /// ARM answered with an error envelope.
-    #[error("ARM answered {status} ({code}) {message}")]
+    /// ARM responded with an error envelope.
+    #[error("ARM responded {status} ({code}) {message}")]
     Arm {
         status: u16,
         code: String,
@@ -40,8 +40,8 @@ pub enum ClientError {
     /// A long-running operation did not finish in time.
     #[error("operation {url} did not finish after {polls} polls")]
     OperationTimedOut { url: String, polls: u32 },
-    /// The answer was not what the API specification promises.
-    #[error("unexpected answer from {url}: {problem}")]
+    /// The response is not what the API specification defines.
+    #[error("unexpected response from {url}: {problem}")]
     Unexpected { url: String, problem: String },
     /// The CA file could not be read or parsed.
     #[error("cannot use the CA file {path}: {problem}")]
@@ -49,7 +49,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The error code a scenario expects: the ARM code or `AADSTSnnnnn`.
+    /// Returns the error code a scenario compares: the ARM code or `AADSTSnnnnn`.
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Entra { code, error, .. } => Some(code.as_deref().unwrap_or(error)),
@@ -66,7 +66,8 @@ impl ClientError {
     }
 }
 
-/// An HTTP client that trusts `ca_file` only when given (the fakes), or the platform's roots.
+/// Builds an HTTP client that trusts only `ca_file` when given (the fakes), or else the
+/// platform's roots.
 pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .no_proxy()
