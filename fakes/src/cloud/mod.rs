@@ -6,6 +6,7 @@
 
 mod clock;
 mod directory;
+pub mod faults;
 mod ids;
 pub mod rbac;
 mod resources;
@@ -51,6 +52,8 @@ pub fn lock(cloud: &SharedCloud) -> MutexGuard<'_, Cloud> {
 pub struct Cloud {
     pub clock: Clock,
     pub delays: Delays,
+    /// Faults the Service Bus broker injects; empty unless a test adds some.
+    pub amqp_faults: faults::AmqpFaults,
     pub tenants: Vec<Tenant>,
     pub subscriptions: Vec<Subscription>,
     pub principals: Vec<Principal>,

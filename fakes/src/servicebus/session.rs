@@ -21,6 +21,7 @@ use super::codec;
 use super::connection::{Connection, ConnectionFailure, Outbox};
 use super::management;
 use super::message::{self, lock_token_tag};
+use crate::cloud::faults::{AmqpFaultAction, AmqpFaultPoint};
 use crate::cloud::rbac::{SERVICEBUS_RECEIVE, SERVICEBUS_SEND};
 use crate::cloud::servicebus::{DeadLetterInfo, SendError, SessionLockError, SubQueue};
 use crate::cloud::{SharedCloud, lock};
@@ -211,7 +212,16 @@ impl Session {
             direction = if client_sends { "send" } else { "receive" }
         );
         let entity = EntityAddress::parse(&address);
-        let resolved = if entity.is_cbs() {
+        let fault = (!entity.is_cbs())
+            .then(|| connection.model().amqp_faults.take(AmqpFaultPoint::Attach))
+            .flatten();
+        let resolved = if let Some(fault) = fault {
+            let condition = ErrorCondition::Custom(Symbol::from(fault.condition));
+            if fault.action == AmqpFaultAction::CloseConnection {
+                return Err(ConnectionFailure::new(condition, fault.description));
+            }
+            Err((condition, fault.description))
+        } else if entity.is_cbs() {
             Ok(Resolved {
                 node: Node::Cbs,
                 max_message_size: u64::MAX,
@@ -1186,6 +1196,16 @@ fn receive_message(
     queue: &str,
     delivery: &Partial,
 ) -> DeliveryState {
+    if let Some(fault) = connection
+        .model()
+        .amqp_faults
+        .take(AmqpFaultPoint::Transfer)
+    {
+        return reject(
+            ErrorCondition::Custom(Symbol::from(fault.condition)),
+            fault.description,
+        );
+    }
     if delivery.oversized {
         let description =
             "The received message exceeds the max-message-size of the link.".to_owned();
