@@ -15,10 +15,12 @@ use wiremock::{Mock, MockServer};
 use xtenant_fakes::Endpoints;
 use xtenant_fakes::arm::ArmResponder;
 use xtenant_fakes::arm::errors::MISSING_TOKEN_CHALLENGE;
+use xtenant_fakes::arm::{RequestKind, throttle_mock};
 use xtenant_fakes::cloud::{
     ARM_AUDIENCES, ClientId, Cloud, ObjectId, Principal, PrincipalKind, ResourceId, SharedCloud,
     TenantId, lock,
 };
+use xtenant_fakes::http::MODEL_PRIORITY;
 
 const API_VERSION: &str = "2024-11-01";
 const ISSUER_BASE: &str = "https://issuer.test";
@@ -74,6 +76,7 @@ impl Arm {
         });
         Mock::given(any())
             .respond_with(ArmResponder::new(cloud.clone(), endpoints))
+            .with_priority(MODEL_PRIORITY)
             .mount(&server)
             .await;
 
@@ -1256,4 +1259,261 @@ async fn errors_match_arm_codes() {
         missing_version.message(),
         "The api-version query parameter (?api-version=) is required for all requests."
     );
+}
+
+/// Creates tenant b's group `rg-b` with identity `id1` and returns the identity's path.
+async fn identity_in_tenant_b(arm: &Arm) -> String {
+    let group = arm.group_path(&arm.subscription_b, "rg-b");
+    let created = arm
+        .call(
+            "PUT",
+            &group,
+            &arm.token_b,
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let identity =
+        format!("{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1");
+    let created = arm
+        .call(
+            "PUT",
+            &identity,
+            &arm.token_b,
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    identity
+}
+
+fn credential_body(subject: &str) -> Value {
+    json!({"properties": {"issuer": "https://issuer.test/a/", "subject": subject, "audiences": ["api://AzureADTokenExchange"]}})
+}
+
+#[tokio::test]
+async fn concurrent_credential_writes_conflict() {
+    let arm = Arm::start().await;
+    let identity = identity_in_tenant_b(&arm).await;
+    lock(&arm.cloud).delays.fic_propagation = Duration::seconds(30);
+    let first = format!("{identity}/federatedIdentityCredentials/fic1");
+    let second = format!("{identity}/federatedIdentityCredentials/fic2");
+    let created = arm
+        .call("PUT", &first, &arm.token_b, Some(credential_body("s1")))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    // Within fic1's propagation window every credential write under id1 conflicts.
+    let canonical_identity = identity.replace("/resourcegroups/", "/resourceGroups/");
+    let expected_message = format!(
+        "Too many Federated Identity Credentials are written concurrently for the managed identity '{canonical_identity}'. Concurrent Federated Identity Credentials writes under the same managed identity are not supported."
+    );
+    let writes = [
+        ("PUT", second.clone(), Some(credential_body("s2"))),
+        ("PUT", first.clone(), Some(credential_body("s1-changed"))),
+        ("DELETE", first.clone(), None),
+    ];
+    for (method, path, body) in writes {
+        let reply = arm.call(method, &path, &arm.token_b, body).await;
+        let row = format!("{method} {path}: {}", reply.body);
+        assert_eq!(reply.status, 409, "{row}");
+        assert_eq!(
+            reply.code(),
+            "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
+            "{row}"
+        );
+        assert_eq!(reply.message(), expected_message, "{row}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/json; charset=utf-8"),
+            "{row}"
+        );
+    }
+    let read = arm.call("GET", &first, &arm.token_b, None).await;
+    assert_eq!(read.status, 200, "reads are not writes");
+
+    // Another identity is not affected.
+    let other = identity.replace("/id1", "/id2");
+    arm.call(
+        "PUT",
+        &other,
+        &arm.token_b,
+        Some(json!({"location": "eastus"})),
+    )
+    .await;
+    let elsewhere = arm
+        .call(
+            "PUT",
+            &format!("{other}/federatedIdentityCredentials/fic1"),
+            &arm.token_b,
+            Some(credential_body("s1")),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 201, "{}", elsewhere.body);
+
+    arm.advance(Duration::seconds(31));
+    let after = arm
+        .call("PUT", &second, &arm.token_b, Some(credential_body("s2")))
+        .await;
+    assert_eq!(after.status, 201, "{}", after.body);
+}
+
+#[tokio::test]
+async fn credential_writes_without_delay_never_conflict() {
+    let arm = Arm::start().await;
+    let identity = identity_in_tenant_b(&arm).await;
+    for index in 1..=3 {
+        let reply = arm
+            .call(
+                "PUT",
+                &format!("{identity}/federatedIdentityCredentials/fic{index}"),
+                &arm.token_b,
+                Some(credential_body(&format!("s{index}"))),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn throttled_writes_get_429() {
+    let arm = Arm::start().await;
+    throttle_mock(&arm.subscription_b, RequestKind::Write, 7)
+        .up_to_n_times(1)
+        .mount(&arm.server)
+        .await;
+    let group = arm.group_path(&arm.subscription_b, "rg-b");
+    let operator_b = lock(&arm.cloud)
+        .operator(&arm.tenant_b)
+        .unwrap()
+        .object_id
+        .clone();
+
+    let throttled = arm
+        .call(
+            "PUT",
+            &group,
+            &arm.token_b,
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(throttled.status, 429);
+    assert_eq!(throttled.code(), "SubscriptionRequestsThrottled");
+    assert_eq!(
+        throttled.message(),
+        format!(
+            "Number of 'write' requests for subscription '{}' actor '{operator_b}' exceeded. Please try again after '7' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling",
+            arm.subscription_b
+        )
+    );
+    assert_eq!(throttled.header("retry-after"), Some("7"));
+    assert_eq!(
+        throttled.header("x-ms-ratelimit-remaining-subscription-writes"),
+        Some("0")
+    );
+    assert_eq!(
+        throttled.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert!(
+        lock(&arm.cloud).resource_groups.is_empty(),
+        "a throttled write does not reach the model"
+    );
+
+    let read = arm.call("GET", &group, &arm.token_b, None).await;
+    assert_eq!(read.status, 404, "reads are not throttled: {}", read.body);
+    let other_subscription = arm
+        .call(
+            "PUT",
+            &arm.group_path(&arm.subscription_a, "rg-a"),
+            &arm.token_a,
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(other_subscription.status, 201);
+
+    let retried = arm
+        .call(
+            "PUT",
+            &group,
+            &arm.token_b,
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(retried.status, 201, "the mock throttles one request");
+    assert_eq!(
+        retried.header("x-ms-ratelimit-remaining-subscription-writes"),
+        Some("1199")
+    );
+}
+
+#[tokio::test]
+async fn throttled_reads_and_deletes_name_their_budget() {
+    let arm = Arm::start().await;
+    let group = arm.group_path(&arm.subscription_a, "rg-a");
+    arm.call(
+        "PUT",
+        &group,
+        &arm.token_a,
+        Some(json!({"location": "eastus"})),
+    )
+    .await;
+    let fresh = arm.call("GET", &group, &arm.token_a, None).await;
+    assert_eq!(
+        fresh.header("x-ms-ratelimit-remaining-subscription-reads"),
+        Some("11999")
+    );
+
+    throttle_mock(&arm.subscription_a, RequestKind::Read, 3)
+        .mount(&arm.server)
+        .await;
+    throttle_mock(&arm.subscription_a, RequestKind::Delete, 5)
+        .mount(&arm.server)
+        .await;
+    let cases = [
+        (
+            "GET",
+            "read",
+            "3",
+            "x-ms-ratelimit-remaining-subscription-reads",
+        ),
+        (
+            "HEAD",
+            "read",
+            "3",
+            "x-ms-ratelimit-remaining-subscription-reads",
+        ),
+        (
+            "DELETE",
+            "delete",
+            "5",
+            "x-ms-ratelimit-remaining-subscription-deletes",
+        ),
+    ];
+    // ARM matches the path without regard to case.
+    let upper = group.replace("/subscriptions/", "/SUBSCRIPTIONS/");
+    for (method, word, seconds, header) in cases {
+        let reply = arm.call(method, &upper, &arm.token_a, None).await;
+        let row = format!("{method}: {}", reply.body);
+        assert_eq!(reply.status, 429, "{row}");
+        assert_eq!(reply.header("retry-after"), Some(seconds), "{row}");
+        assert_eq!(reply.header(header), Some("0"), "{row}");
+        if method != "HEAD" {
+            assert_eq!(reply.code(), "SubscriptionRequestsThrottled", "{row}");
+            assert!(
+                reply
+                    .message()
+                    .starts_with(&format!("Number of '{word}' requests")),
+                "{row}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn health_needs_no_token() {
+    let arm = Arm::start().await;
+    let reply = arm.send("GET", "/health", None, None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, json!({"status": "Healthy"}));
 }

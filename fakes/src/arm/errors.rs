@@ -42,6 +42,11 @@ pub const ROLE_ASSIGNMENT_UPDATE_NOT_PERMITTED: &str = "RoleAssignmentUpdateNotP
 pub const INVALID_ROLE_ASSIGNMENT_ID: &str = "InvalidRoleAssignmentId";
 pub const ROLE_DEFINITION_DOES_NOT_EXIST: &str = "RoleDefinitionDoesNotExist";
 pub const OPERATION_NOT_FOUND: &str = "OperationNotFound";
+/// A federated credential write under an identity while another one is in flight.
+pub const CONCURRENT_FEDERATED_CREDENTIAL_WRITES: &str =
+    "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity";
+/// The subscription's request budget for reads, writes or deletes is spent.
+pub const SUBSCRIPTION_REQUESTS_THROTTLED: &str = "SubscriptionRequestsThrottled";
 
 /// `WWW-Authenticate` on a 401 for a missing `Authorization` header, as ARM sends it
 /// (challenge-parsing tests of azure-mgmt-core and the Go SDK's bearer policy).
@@ -267,6 +272,20 @@ impl ArmError {
             404,
             PARENT_RESOURCE_NOT_FOUND,
             "The parent user-assigned identity doesn't exist.",
+        )
+    }
+
+    /// Builds the 409 for a federated credential write that overlaps another write under the
+    /// same identity. `identity` is the identity's resource id.
+    pub fn concurrent_federated_credential_writes(identity: &str) -> Self {
+        Self::new(
+            409,
+            CONCURRENT_FEDERATED_CREDENTIAL_WRITES,
+            format!(
+                "Too many Federated Identity Credentials are written concurrently for the managed \
+                 identity '{identity}'. Concurrent Federated Identity Credentials writes under the \
+                 same managed identity are not supported."
+            ),
         )
     }
 

@@ -21,6 +21,7 @@ mod resources;
 mod response;
 mod routes;
 mod servicebus;
+mod throttle;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,6 +37,7 @@ pub use errors::ArmError;
 use lro::Operations;
 pub use response::ArmResponse;
 use routes::{ProviderResource, Route};
+pub use throttle::{RequestKind, ThrottleResponder, throttle_mock};
 
 /// The model-backed responder of the fake ARM, mounted at the lowest priority of its
 /// wiremock server.
@@ -58,8 +60,10 @@ impl ArmResponder {
     /// its resource provider, which authorizes, validates, acts and responds.
     fn handle(&self, request: &Request, path: &str) -> Result<ArmResponse, ArmError> {
         let route = Route::parse(path);
-        if route == Route::MetadataEndpoints {
-            return resources::metadata(request, &self.endpoints);
+        match route {
+            Route::MetadataEndpoints => return resources::metadata(request, &self.endpoints),
+            Route::Health => return resources::health(request),
+            _ => {}
         }
 
         let mut cloud = lock(&self.cloud);
@@ -105,7 +109,15 @@ impl Respond for ArmResponder {
         match self.handle(request, &path) {
             Ok(response) => {
                 debug!(status = response.status, "request served");
-                response.to_template()
+                let mut template = response.to_template();
+                if Route::parse(&path).subscription().is_some() {
+                    let kind = RequestKind::of_method(request.method.as_str());
+                    template = template.insert_header(
+                        kind.remaining_header(),
+                        kind.remaining_budget().to_string().as_str(),
+                    );
+                }
+                template
             }
             Err(error) => {
                 debug!(status = error.status, code = error.code, message = %error.message, "request rejected");
@@ -118,6 +130,7 @@ impl Respond for ArmResponder {
 fn dispatch(context: &mut Context<'_>, route: Route) -> Result<ArmResponse, ArmError> {
     match route {
         Route::MetadataEndpoints => resources::metadata(context.request, context.endpoints),
+        Route::Health => resources::health(context.request),
         Route::Subscriptions => resources::list_subscriptions(context),
         Route::Tenants => resources::list_tenants(context),
         Route::Subscription { subscription } => resources::subscription(context, &subscription),
