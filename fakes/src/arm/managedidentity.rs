@@ -4,6 +4,15 @@
 //! client id and object id of its own. Federated credentials follow Entra's documented limits:
 //! exactly one audience, at most 20 per identity, issuer and subject at most 600 characters,
 //! and each issuer and subject pair used once per identity.
+//!
+//! Azure rejects concurrent credential writes under one identity with 409
+//! `ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity`. The fake makes that
+//! race deterministic: a created or replaced credential keeps its identity's credential writes
+//! busy until it has propagated (`Cloud::delays.fic_propagation` after its write, on the model's
+//! clock), and any PUT or DELETE of a credential under that identity in the window gets the 409.
+//! With the default delay of zero no write ever conflicts.
+// NOTE: a DELETE does not open a window of its own, because the model keeps no record of
+// deleted credentials.
 
 use serde_json::{Map, Value, json};
 
@@ -181,7 +190,8 @@ pub fn credential(
         }
         "DELETE" => {
             context.authorize(&id, CREDENTIAL_DELETE)?;
-            parent_identity(context, parent, &identity_id)?;
+            let identity_id = parent_identity(context, parent, &identity_id)?.id.clone();
+            reject_concurrent_write(context, &identity_id)?;
             let removed = context.cloud.federated_credentials.remove(&id.key());
             Ok(ArmResponse::empty(if removed.is_some() {
                 200
@@ -298,6 +308,7 @@ fn put_credential(
     let identity_id = parent_identity(context, parent, identity_id)?.id.clone();
     let id = identity_id.join(&format!("federatedIdentityCredentials/{name}"));
     let request = credential_request(name, &body)?;
+    reject_concurrent_write(context, &identity_id)?;
 
     let siblings: Vec<&FederatedCredential> = context
         .cloud
@@ -334,6 +345,27 @@ fn put_credential(
         .federated_credentials
         .insert(id.key(), credential);
     Ok(ArmResponse::json(if exists { 200 } else { 201 }, response))
+}
+
+/// Returns 409 while a credential of the identity is within its propagation window, the
+/// fake's stand-in for a write still in flight.
+fn reject_concurrent_write(
+    context: &Context<'_>,
+    identity_id: &ResourceId,
+) -> Result<(), ArmError> {
+    let now = context.cloud.now();
+    let window = context.cloud.delays.fic_propagation;
+    let in_flight = context
+        .cloud
+        .federated_credentials
+        .values()
+        .any(|c| &c.identity == identity_id && c.created_at + window > now);
+    if in_flight {
+        return Err(ArmError::concurrent_federated_credential_writes(
+            identity_id.as_str(),
+        ));
+    }
+    Ok(())
 }
 
 fn identity_json(identity: &UserAssignedIdentity) -> Value {

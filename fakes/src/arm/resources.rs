@@ -39,6 +39,15 @@ pub fn metadata(request: &Request, endpoints: &Endpoints) -> Result<ArmResponse,
     ))
 }
 
+/// `GET /health`: `{"status":"Healthy"}` once the fake serves requests, for scripts that wait
+/// on `xtenant serve`.
+pub fn health(request: &Request) -> Result<ArmResponse, ArmError> {
+    if request.method.as_str() != "GET" {
+        return Err(ArmError::method_not_allowed(request.method.as_str()));
+    }
+    Ok(ArmResponse::json(200, json!({"status": "Healthy"})))
+}
+
 /// `GET /subscriptions`: the subscriptions of the token's tenant where the caller has a
 /// role assignment, in the 2022-12-01 item shape.
 pub fn list_subscriptions(context: &mut Context<'_>) -> Result<ArmResponse, ArmError> {

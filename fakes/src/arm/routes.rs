@@ -32,6 +32,9 @@ const CANONICAL_SEGMENTS: &[&str] = &[
 pub enum Route {
     /// `GET /metadata/endpoints`: cloud metadata for `az cloud register`.
     MetadataEndpoints,
+    /// `GET /health`: a readiness probe of the fake, with no authentication. Azure has no
+    /// such route.
+    Health,
     Subscriptions,
     Tenants,
     Subscription {
@@ -118,6 +121,7 @@ impl Route {
         let owned = |s: &str| s.to_owned();
         match segments.as_slice() {
             [m, e] if is(m, "metadata") && is(e, "endpoints") => Route::MetadataEndpoints,
+            [h] if is(h, "health") => Route::Health,
             [t] if is(t, "tenants") => Route::Tenants,
             [s] if is(s, "subscriptions") => Route::Subscriptions,
             [s, sub] if is(s, "subscriptions") => Route::Subscription {
@@ -187,6 +191,7 @@ impl Route {
                 scope.subscription().map(|s| s.as_str().to_owned())
             }
             Route::MetadataEndpoints
+            | Route::Health
             | Route::Subscriptions
             | Route::Tenants
             | Route::Unknown { .. } => None,
