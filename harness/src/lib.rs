@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod drift;
 pub mod runner;
 pub mod scenario;
 pub mod target;

@@ -1,6 +1,7 @@
 //! Azure Resource Manager calls with the CLI's long-running operation handling.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -16,11 +17,42 @@ pub struct ArmResponse {
 }
 
 /// Calls ARM at `base` with a bearer token.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ArmClient {
     http: reqwest::Client,
     base: String,
     token: AccessToken,
+    hooks: Option<Arc<dyn ArmHooks>>,
+}
+
+impl std::fmt::Debug for ArmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArmClient")
+            .field("base", &self.base)
+            .field("hooks", &self.hooks.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Code a target runs around every ARM request: it may rewrite or reject the request, and it
+/// sees each answer and each poll of a long-running operation.
+pub trait ArmHooks: Send + Sync {
+    /// Rewrites the URL or body before sending; an `Err` rejects the request with that reason.
+    fn before_send(
+        &self,
+        _method: &Method,
+        _url: &mut String,
+        _body: &mut Option<Value>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Sees every HTTP answer, errors included.
+    fn after_response(&self, _method: &Method, _url: &str, _status: u16, _body: &Value) {}
+
+    /// Sees each poll of a long-running operation after the first, with the time since the
+    /// operation started.
+    fn on_poll(&self, _url: &str, _poll: u32, _elapsed: Duration) {}
 }
 
 /// Polls before a long-running operation counts as stuck.
@@ -32,7 +64,14 @@ impl ArmClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             token,
+            hooks: None,
         }
+    }
+
+    /// Runs `hooks` around every request of this client.
+    pub fn with_hooks(mut self, hooks: Arc<dyn ArmHooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// Sends one request and returns the response, or ARM's error.
@@ -53,12 +92,23 @@ impl ArmClient {
         url: &str,
         body: Option<&Value>,
     ) -> Result<(ArmResponse, reqwest::header::HeaderMap), ClientError> {
+        let mut url = url.to_owned();
+        let mut body = body.cloned();
+        if let Some(hooks) = &self.hooks {
+            hooks
+                .before_send(&method, &mut url, &mut body)
+                .map_err(|reason| ClientError::Rejected {
+                    url: url.clone(),
+                    reason,
+                })?;
+        }
+        let url = url.as_str();
         debug!(%method, url, "ARM request");
         let mut request = self
             .http
-            .request(method, url)
+            .request(method.clone(), url)
             .bearer_auth(&self.token.token);
-        if let Some(body) = body {
+        if let Some(body) = &body {
             request = request.json(body);
         }
         let transport = |source| ClientError::Transport {
@@ -75,6 +125,9 @@ impl ArmClient {
             serde_json::from_slice(&bytes)
                 .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
+        if let Some(hooks) = &self.hooks {
+            hooks.after_response(&method, url, status, &body);
+        }
         if status >= 400 {
             let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
             let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
@@ -99,9 +152,10 @@ impl ArmClient {
         body: Option<&Value>,
     ) -> Result<ArmResponse, ClientError> {
         let url = self.url(path, api_version);
+        let started = Instant::now();
         let (response, headers) = self.send(method.clone(), &url, body).await?;
         if let Some(operation) = header(&headers, "azure-asyncoperation") {
-            self.poll_async_operation(&operation, retry_after(&headers))
+            self.poll_async_operation(&operation, retry_after(&headers), started)
                 .await?;
             if method == Method::DELETE {
                 return Ok(response);
@@ -112,10 +166,12 @@ impl ArmClient {
         if response.status == 202
             && let Some(location) = header(&headers, "location")
         {
-            return self.poll_location(&location, retry_after(&headers)).await;
+            return self
+                .poll_location(&location, retry_after(&headers), started)
+                .await;
         }
         if matches!(method, Method::PUT | Method::PATCH) {
-            return self.poll_provisioning_state(&url, response).await;
+            return self.poll_provisioning_state(&url, response, started).await;
         }
         Ok(response)
     }
@@ -124,10 +180,12 @@ impl ArmClient {
         &self,
         url: &str,
         mut delay: Duration,
+        started: Instant,
     ) -> Result<(), ClientError> {
         for poll in 0..MAX_POLLS {
             if poll > 0 {
                 tokio::time::sleep(delay).await;
+                self.report_poll(url, poll, started);
             }
             let (status, headers) = self.send(Method::GET, url, None).await?;
             let state = status.body["status"].as_str().unwrap_or("").to_owned();
@@ -157,11 +215,13 @@ impl ArmClient {
         &self,
         url: &str,
         mut delay: Duration,
+        started: Instant,
     ) -> Result<ArmResponse, ClientError> {
         let mut url = url.to_owned();
         for poll in 0..MAX_POLLS {
             if poll > 0 {
                 tokio::time::sleep(delay).await;
+                self.report_poll(&url, poll, started);
             }
             let (response, headers) = self.send(Method::GET, &url, None).await?;
             if response.status != 202 {
@@ -182,8 +242,9 @@ impl ArmClient {
         &self,
         url: &str,
         mut response: ArmResponse,
+        started: Instant,
     ) -> Result<ArmResponse, ClientError> {
-        for _ in 0..MAX_POLLS {
+        for poll in 0..MAX_POLLS {
             let state = response.body["properties"]["provisioningState"]
                 .as_str()
                 .unwrap_or("Succeeded")
@@ -200,12 +261,19 @@ impl ArmClient {
                 _ => {}
             }
             tokio::time::sleep(DEFAULT_DELAY).await;
+            self.report_poll(url, poll + 1, started);
             response = self.send(Method::GET, url, None).await?.0;
         }
         Err(ClientError::OperationTimedOut {
             url: url.to_owned(),
             polls: MAX_POLLS,
         })
+    }
+
+    fn report_poll(&self, url: &str, poll: u32, started: Instant) {
+        if let Some(hooks) = &self.hooks {
+            hooks.on_poll(url, poll, started.elapsed());
+        }
     }
 
     fn url(&self, path: &str, api_version: &str) -> String {

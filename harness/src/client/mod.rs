@@ -4,7 +4,7 @@
 mod arm;
 mod login;
 
-pub use arm::{ArmClient, ArmResponse};
+pub use arm::{ArmClient, ArmHooks, ArmResponse};
 pub use login::{AccessToken, TokenClient};
 
 use std::path::Path;
@@ -43,6 +43,9 @@ pub enum ClientError {
     /// The response is not what the API specification defines.
     #[error("unexpected response from {url}: {problem}")]
     Unexpected { url: String, problem: String },
+    /// The target's hooks rejected the request before it was sent (a cost guard).
+    #[error("request to {url} rejected before sending: {reason}")]
+    Rejected { url: String, reason: String },
     /// The CA file could not be read or parsed.
     #[error("cannot use the CA file {path}: {problem}")]
     CaFile { path: String, problem: String },

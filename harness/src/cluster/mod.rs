@@ -7,23 +7,27 @@
 //! trait. Start with [`EmbeddedCluster::new`] and [`Cluster::apply`].
 
 mod admission;
+mod backend;
 mod container_env;
 mod describe;
 pub mod embedded;
 mod error;
 mod job_controller;
+pub mod kind;
 mod kubelet;
 pub mod manifest;
 mod pod_status;
 pub mod token;
 mod volumes;
 pub mod webhook;
+pub mod webhook_server;
 
 use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::JobStatus;
 
+pub use backend::RunCluster;
 pub use embedded::{EmbeddedCluster, EmbeddedConfig, ImageMapping, NowFn, SAMPLE_IMAGE};
 pub use error::ClusterError;
 pub use manifest::{Object, parse_manifests};

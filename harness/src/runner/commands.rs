@@ -67,6 +67,12 @@ fn provider_path(session: &Session, group: &str, provider: &str) -> String {
 
 impl Runner {
     pub(super) async fn execute(&mut self, command: &Command) -> Result<CommandOutput, StepError> {
+        if self.target.is_live() && command.fake_only() {
+            return Ok(CommandOutput {
+                value: Value::Null,
+                note: Some("skipped: acts on the fakes only".into()),
+            });
+        }
         match command {
             Command::Login(tenant) => self.login(tenant).await,
             Command::GroupCreate(args) => {
@@ -255,16 +261,8 @@ impl Runner {
     /// `az login --service-principal --tenant T`: a token for ARM, then the subscription list.
     async fn login(&mut self, tenant: &str) -> Result<CommandOutput, StepError> {
         let credentials = self.target.operator(tenant)?;
-        let token = self
-            .tokens
-            .with_secret(
-                &credentials.tenant_id,
-                &credentials.client_id,
-                &credentials.secret,
-                ARM_SCOPE,
-            )
-            .await?;
-        let arm = ArmClient::new(self.http.clone(), self.target.arm_url(), token);
+        let token = credentials.token(&self.tokens, ARM_SCOPE).await?;
+        let arm = self.target.arm_client(self.http.clone(), token);
         let (response, _) = arm
             .call(Method::GET, "/subscriptions", api::SUBSCRIPTIONS, None)
             .await?;
@@ -361,14 +359,14 @@ impl Runner {
                 observed: super::expect::abbreviate(&response.body),
             })?;
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD
+        let kubeconfig = base64::engine::general_purpose::STANDARD
             .decode(kubeconfig)
             .map_err(|e| StepError::Expectation {
                 expected: "a base64 kubeconfig".into(),
                 observed: e.to_string(),
             })?;
         if !self.clusters.contains_key(name) {
-            let cluster = self.target.embedded_cluster(&cluster_path)?;
+            let cluster = self.target.cluster(&cluster_path, &kubeconfig).await?;
             self.clusters.insert(name.to_owned(), cluster);
         }
         self.current_cluster = Some(name.to_owned());

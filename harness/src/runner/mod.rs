@@ -13,9 +13,9 @@ use serde_json::Value;
 use tracing::{Instrument, info_span};
 
 use crate::client::{ArmClient, ClientError, TokenClient, http_client};
-use crate::cluster::EmbeddedCluster;
+use crate::cluster::RunCluster;
 use crate::scenario::{Command, LoadedScenario, ScenarioError, Step, expand, tenant_id_variable};
-use crate::target::{FakeTarget, TargetError};
+use crate::target::{Target, TargetError, TargetOptions};
 pub use report::{Outcome, ScenarioReport, StepReport};
 
 /// Settings of a run.
@@ -53,20 +53,31 @@ struct Session {
 /// The state a scenario builds up as its steps run.
 pub struct Runner {
     scenario: LoadedScenario,
-    target: FakeTarget,
+    target: Target,
     vars: BTreeMap<String, String>,
     http: reqwest::Client,
     tokens: TokenClient,
     session: Option<Session>,
-    clusters: BTreeMap<String, EmbeddedCluster>,
+    clusters: BTreeMap<String, RunCluster>,
     current_cluster: Option<String>,
 }
 
 impl Runner {
     /// Starts the target for `scenario`.
     pub async fn start(scenario: LoadedScenario, options: &RunOptions) -> Result<Self, StepError> {
-        let target = FakeTarget::start(&scenario.tenants, &options.workload_exe).await?;
-        let http = http_client(Some(target.ca_file()))?;
+        Self::start_on(scenario, options, &TargetOptions::default()).await
+    }
+
+    /// Starts the target that `target_options` selects (fakes or live Azure, and the cluster
+    /// backend) for `scenario`.
+    pub async fn start_on(
+        scenario: LoadedScenario,
+        options: &RunOptions,
+        target_options: &TargetOptions,
+    ) -> Result<Self, StepError> {
+        let target =
+            Target::start(&scenario.tenants, &options.workload_exe, target_options).await?;
+        let http = http_client(target.ca_file())?;
         let tokens = TokenClient::new(http.clone(), target.login_url());
         let mut vars = scenario.vars.clone();
         for tenant in &scenario.tenants {
@@ -86,7 +97,7 @@ impl Runner {
         })
     }
 
-    pub fn target(&self) -> &FakeTarget {
+    pub fn target(&self) -> &Target {
         &self.target
     }
 
@@ -210,7 +221,7 @@ impl Runner {
         })
     }
 
-    fn cluster(&mut self) -> Result<&mut EmbeddedCluster, StepError> {
+    fn cluster(&mut self) -> Result<&mut RunCluster, StepError> {
         let name = self.current_cluster.clone().ok_or_else(|| {
             StepError::Precondition(
                 "no cluster credentials; add an `aks get-credentials` step first".into(),
@@ -240,9 +251,23 @@ pub async fn run_file(
     options: &RunOptions,
     on_step: impl FnMut(&StepReport),
 ) -> Result<ScenarioReport, StepError> {
+    run_file_on(file, options, &TargetOptions::default(), on_step).await
+}
+
+/// Loads and runs one scenario file against the target `target_options` selects, then
+/// deletes what the run created (live resource groups, kind clusters).
+pub async fn run_file_on(
+    file: &std::path::Path,
+    options: &RunOptions,
+    target_options: &TargetOptions,
+    on_step: impl FnMut(&StepReport),
+) -> Result<ScenarioReport, StepError> {
     let scenario = LoadedScenario::load(file)?;
-    let mut runner = Runner::start(scenario, options).await?;
-    Ok(runner.run(on_step).await)
+    let mut runner = Runner::start_on(scenario, options, target_options).await?;
+    let report = runner.run(on_step).await;
+    runner.clusters.clear();
+    runner.target.finish().await?;
+    Ok(report)
 }
 
 impl Command {
