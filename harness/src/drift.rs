@@ -83,8 +83,8 @@ impl Recorder {
 
     /// Writes the recording as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<(), DriftError> {
-        let text = serde_json::to_string_pretty(&self.snapshot())
-            .expect("a recording serializes to JSON");
+        let text =
+            serde_json::to_string_pretty(&self.snapshot()).expect("a recording serializes to JSON");
         std::fs::write(path, text).map_err(|source| DriftError::Io {
             path: path.display().to_string(),
             source,
@@ -144,18 +144,34 @@ pub fn collect_fields(value: &Value, prefix: String, fields: &mut BTreeSet<Strin
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Difference {
     /// The operation ran only in the baseline.
-    OperationMissing { operation: String },
+    OperationMissing {
+        operation: String,
+    },
     /// The operation ran only in the compared run.
-    OperationNew { operation: String },
+    OperationNew {
+        operation: String,
+    },
     StatusChanged {
         operation: String,
         before: BTreeSet<u16>,
         after: BTreeSet<u16>,
     },
-    FieldMissing { operation: String, field: String },
-    FieldNew { operation: String, field: String },
-    ErrorCodeMissing { operation: String, code: String },
-    ErrorCodeNew { operation: String, code: String },
+    FieldMissing {
+        operation: String,
+        field: String,
+    },
+    FieldNew {
+        operation: String,
+        field: String,
+    },
+    ErrorCodeMissing {
+        operation: String,
+        code: String,
+    },
+    ErrorCodeNew {
+        operation: String,
+        code: String,
+    },
 }
 
 impl std::fmt::Display for Difference {
@@ -169,7 +185,10 @@ impl std::fmt::Display for Difference {
                 operation,
                 before,
                 after,
-            } => write!(f, "{operation}: status changed from {before:?} to {after:?}"),
+            } => write!(
+                f,
+                "{operation}: status changed from {before:?} to {after:?}"
+            ),
             Difference::FieldMissing { operation, field } => {
                 write!(f, "{operation}: field `{field}` missing")
             }

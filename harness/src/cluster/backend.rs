@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use k8s_openapi::List;
 use k8s_openapi::api::batch::v1::JobStatus;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::List;
 
 use super::kind::{KindCluster, KubectlCluster};
 use super::{Cluster, ClusterError, EmbeddedCluster, JobConditionType};
@@ -34,7 +34,9 @@ impl RunCluster {
     pub fn job_logs(&self, name: &str, namespace: &str) -> Result<String, ClusterError> {
         match (self, self.kubectl()) {
             (RunCluster::Embedded(cluster), _) => cluster.job_logs(name, namespace),
-            (_, Some(kubectl)) => kubectl.run_blocking(&["logs", "-n", namespace, &format!("job/{name}")]),
+            (_, Some(kubectl)) => {
+                kubectl.run_blocking(&["logs", "-n", namespace, &format!("job/{name}")])
+            }
             (_, None) => unreachable!("every other backend runs kubectl"),
         }
     }
@@ -77,7 +79,9 @@ impl RunCluster {
             (_, Some(kubectl)) => {
                 let selector = format!("job-name={name}");
                 let mut pods: Vec<Pod> = kubectl
-                    .run_blocking(&["get", "pods", "-n", namespace, "-l", &selector, "-o", "json"])
+                    .run_blocking(&[
+                        "get", "pods", "-n", namespace, "-l", &selector, "-o", "json",
+                    ])
                     .ok()
                     .and_then(|json| serde_json::from_str::<List<Pod>>(&json).ok())
                     .map(|list| list.items)
@@ -87,7 +91,9 @@ impl RunCluster {
                         .creation_timestamp
                         .cmp(&b.metadata.creation_timestamp)
                 });
-                pods.into_iter().filter_map(|pod| pod.metadata.name).collect()
+                pods.into_iter()
+                    .filter_map(|pod| pod.metadata.name)
+                    .collect()
             }
             (_, None) => unreachable!("every other backend runs kubectl"),
         }

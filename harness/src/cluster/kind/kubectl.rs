@@ -110,7 +110,10 @@ impl KubectlCluster {
         let wait_for = format!("--for=condition={}", condition.as_str());
         let timeout_arg = format!("--timeout={}s", timeout.as_secs().max(1));
         let waited = self
-            .run(&["wait", &wait_for, &timeout_arg, "-n", namespace, &job], None)
+            .run(
+                &["wait", &wait_for, &timeout_arg, "-n", namespace, &job],
+                None,
+            )
             .await;
         let status = self.job_status(name, namespace).await?;
         match waited {

@@ -128,9 +128,11 @@ impl KindCluster {
 
         let (name, delete_on_drop) = match &options.reuse {
             Some(name) => {
-                run("kind", &["export", "kubeconfig", "--name", name, "--kubeconfig"], &[
-                    kubeconfig.display().to_string(),
-                ])
+                run(
+                    "kind",
+                    &["export", "kubeconfig", "--name", name, "--kubeconfig"],
+                    &[kubeconfig.display().to_string()],
+                )
                 .await?;
                 (name.clone(), false)
             }
@@ -150,12 +152,16 @@ impl KindCluster {
                 );
                 std::fs::write(&config_file, text).map_err(io(&config_file))?;
                 info!(cluster = %name, issuer = %setup.issuer_url, "creating the kind cluster");
-                run("kind", &["create", "cluster", "--wait", "120s", "--name", &name], &[
-                    "--config".into(),
-                    config_file.display().to_string(),
-                    "--kubeconfig".into(),
-                    kubeconfig.display().to_string(),
-                ])
+                run(
+                    "kind",
+                    &["create", "cluster", "--wait", "120s", "--name", &name],
+                    &[
+                        "--config".into(),
+                        config_file.display().to_string(),
+                        "--kubeconfig".into(),
+                        kubeconfig.display().to_string(),
+                    ],
+                )
                 .await?;
                 (name, true)
             }
@@ -183,8 +189,18 @@ impl KindCluster {
             kubectl,
             _webhook: webhook.server,
         };
-        run("kind", &["load", "docker-image", &wiring.workload_image, "--name", &cluster.name], &[])
-            .await?;
+        run(
+            "kind",
+            &[
+                "load",
+                "docker-image",
+                &wiring.workload_image,
+                "--name",
+                &cluster.name,
+            ],
+            &[],
+        )
+        .await?;
         cluster
             .kubectl
             .run(&["apply", "-f", "-"], Some(&webhook.manifests))
@@ -229,7 +245,15 @@ async fn start_webhook(
         Box::pin(async move {
             let json = kubectl
                 .run(
-                    &["get", "serviceaccount", &name, "-n", &namespace, "-o", "json"],
+                    &[
+                        "get",
+                        "serviceaccount",
+                        &name,
+                        "-n",
+                        &namespace,
+                        "-o",
+                        "json",
+                    ],
                     None,
                 )
                 .await
@@ -238,12 +262,11 @@ async fn start_webhook(
         })
     });
     let config = WebhookConfig::new(&setup.default_tenant_id, &setup.authority_host);
-    let server = WebhookServer::start(listener, tls, config, lookup).map_err(|source| {
-        KindError::Io {
+    let server =
+        WebhookServer::start(listener, tls, config, lookup).map_err(|source| KindError::Io {
             path: PathBuf::from("webhook listener"),
             source,
-        }
-    })?;
+        })?;
     let url = format!("https://{}{MUTATE_PATH}", server.address());
     let ca_pem = setup.ca.ca_pem();
     let config_map = serde_json::json!({

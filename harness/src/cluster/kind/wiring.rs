@@ -87,7 +87,10 @@ impl PodWiring {
         let env = sequence(container, "env");
         for (name, value) in [
             ("SSL_CERT_FILE", format!("{CA_MOUNT_PATH}/{CA_KEY}")),
-            ("AZURE_SERVICEBUS_ENDPOINT", self.servicebus_endpoint.clone()),
+            (
+                "AZURE_SERVICEBUS_ENDPOINT",
+                self.servicebus_endpoint.clone(),
+            ),
         ] {
             let present = env
                 .iter()
