@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use xtenant_harness::runner::{RunOptions, ScenarioReport, run_file};
+use xtenant_harness::runner::{RunOptions, ScenarioReport, junit_xml, run_file};
 use xtenant_harness::scenario::LoadedScenario;
 
 #[derive(Parser)]
@@ -35,12 +35,18 @@ enum Commands {
         /// Scenario files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also write a machine-readable report: `json` (to stdout; the step list then goes
+        /// to stderr) or `junit FILE` (JUnit XML written to FILE).
+        #[arg(long, num_args = 1..=2, value_names = ["FORMAT", "FILE"])]
+        report: Vec<String>,
     },
-    /// Check scenario files without running them.
+    /// Check scenario files without running them; errors name the file, line, step and fix.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of scenario files to stdout.
+    Schema,
     /// List the scenarios under a folder with their descriptions.
     List {
         /// Folder to search for `*.yaml` files.
@@ -73,8 +79,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Run { files } => run(&files).await,
+            Commands::Run { files, report } => run(files, report).await,
             Commands::Validate { files } => validate(&files),
+            Commands::Schema => {
+                print!("{}", xtenant_harness::scenario::json_schema());
+                Ok(true)
+            }
             Commands::List { folder } => list(&folder),
             Commands::Servicebusdemo => xtenant::demo::run().await.map(|()| true),
         }
@@ -89,26 +99,73 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(files: &[PathBuf]) -> anyhow::Result<bool> {
+/// Where `xtenant run` writes its machine-readable report.
+enum ReportFormat {
+    Text,
+    Json,
+    Junit(PathBuf),
+}
+
+/// Reads `--report FORMAT [FILE]`. A second value after `json` is a scenario file that clap
+/// took as the report's FILE.
+fn report_format(values: Vec<String>, files: &mut Vec<PathBuf>) -> anyhow::Result<ReportFormat> {
+    let mut values = values.into_iter();
+    match (values.next().as_deref(), values.next()) {
+        (None, _) => Ok(ReportFormat::Text),
+        (Some("json"), extra) => {
+            files.extend(extra.map(PathBuf::from));
+            Ok(ReportFormat::Json)
+        }
+        (Some("junit"), Some(file)) => Ok(ReportFormat::Junit(PathBuf::from(file))),
+        (Some("junit"), None) => {
+            anyhow::bail!("--report junit needs a file to write, e.g. --report junit report.xml")
+        }
+        (Some(other), _) => {
+            anyhow::bail!("unknown report format '{other}'; use --report json or --report junit FILE")
+        }
+    }
+}
+
+async fn run(mut files: Vec<PathBuf>, report: Vec<String>) -> anyhow::Result<bool> {
+    let format = report_format(report, &mut files)?;
     let workload_exe = std::env::current_exe()
         .context("cannot find the xtenant executable to run workloads with")?;
     let options = RunOptions { workload_exe };
     let started = Instant::now();
     let mut reports: Vec<ScenarioReport> = Vec::new();
-    for file in files {
+    // The JSON report owns stdout, so the step list goes to stderr then.
+    let show = |text: &str| match format {
+        ReportFormat::Json => eprintln!("{text}"),
+        _ => println!("{text}"),
+    };
+    for file in &files {
         let shown = file.display().to_string();
-        println!("scenario {shown}");
-        let report = run_file(file, &options, |step| println!("{}", step.render(&shown)))
+        show(&format!("scenario {shown}"));
+        let report = run_file(file, &options, |step| show(&step.render()))
             .await
             .with_context(|| format!("{shown}: the scenario could not start"))?;
-        println!("{}\n", report.summary());
+        show(&format!("{}\n", report.summary()));
         reports.push(report);
     }
     let passed = reports.iter().filter(|r| r.passed()).count();
     if files.len() > 1 {
-        println!("{passed} of {} scenarios passed", reports.len());
+        show(&format!("{passed} of {} scenarios passed", reports.len()));
     }
-    println!("total wall time {:.2} s", started.elapsed().as_secs_f64());
+    show(&format!(
+        "total wall time {:.2} s",
+        started.elapsed().as_secs_f64()
+    ));
+    match &format {
+        ReportFormat::Text => {}
+        ReportFormat::Json => {
+            let json: Vec<serde_json::Value> = reports.iter().map(|r| r.to_json()).collect();
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        ReportFormat::Junit(path) => {
+            std::fs::write(path, junit_xml(&reports))
+                .with_context(|| format!("cannot write the JUnit report to {}", path.display()))?;
+        }
+    }
     Ok(passed == reports.len())
 }
 

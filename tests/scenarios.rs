@@ -1,7 +1,9 @@
-//! Every scenario file under `scenarios/` is a test: each runs against its own fakes, and
-//! passes when every step's expectation holds.
+//! Every scenario file under `scenarios/` is a test: each runs against its own fakes, in
+//! parallel with the others, and passes when every step's expectation holds. Each test prints
+//! its step list and elapsed time (`cargo test -- --nocapture` shows them).
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use rstest::rstest;
 use xtenant_harness::runner::{RunOptions, run_file};
@@ -13,11 +15,17 @@ async fn scenario_passes(#[files("scenarios/**/*.yaml")] path: PathBuf) {
         workload_exe: PathBuf::from(env!("CARGO_BIN_EXE_xtenant")),
     };
     let shown = path.display().to_string();
+    let started = Instant::now();
     let mut lines = Vec::new();
-    let report = run_file(&path, &options, |step| lines.push(step.render(&shown)))
+    let report = run_file(&path, &options, |step| lines.push(step.render()))
         .await
         .unwrap_or_else(|error| panic!("{shown}: the scenario could not start: {error}"));
-    println!("{}\n{}", lines.join("\n"), report.summary());
+    println!(
+        "{}\n{}\nscenario {shown} took {:.2} s",
+        lines.join("\n"),
+        report.summary(),
+        started.elapsed().as_secs_f64()
+    );
     assert!(
         report.passed(),
         "{shown} failed:\n{}\n{}",

@@ -29,6 +29,10 @@ const ARM_SCOPE: &str = "https://management.core.windows.net//.default";
 pub fn title(command: &Command) -> String {
     match command {
         Command::Login(tenant) => format!("login {tenant}"),
+        Command::AccountShow(_) => "account show".into(),
+        Command::Rest(a) => format!("rest {} {}", a.method, a.url),
+        Command::Set(_) => "set delays".into(),
+        Command::Fault(f) => format!("fault {:?}", f.service).to_lowercase(),
         Command::GroupCreate(a) => format!("group create {}", a.name),
         Command::GroupDelete(a) => format!("group delete {}", a.name),
         Command::AksCreate(a) => format!("aks create {}", a.name),
@@ -45,7 +49,10 @@ pub fn title(command: &Command) -> String {
         }
         Command::RoleAssignmentCreate(a) => format!("role assignment create '{}'", a.role),
         Command::KubectlApply(_) => "kubectl apply".into(),
-        Command::Wait(a) => format!("wait job/{} {:?}", a.job, a.condition).to_lowercase(),
+        Command::Wait(a) => match (&a.condition, &a.log) {
+            (Some(condition), _) => format!("wait job/{} {condition:?}", a.job).to_lowercase(),
+            (None, log) => format!("wait job/{} log {:?}", a.job, log.as_deref().unwrap_or("")),
+        },
         Command::Expect(e) => super::expect::title(e),
         Command::AdvanceClock(by) => format!("advance clock {by}"),
     }
@@ -75,6 +82,32 @@ impl Runner {
         }
         match command {
             Command::Login(tenant) => self.login(tenant).await,
+            Command::AccountShow(_) => {
+                let session = self.session()?;
+                Ok(CommandOutput::json(json!({
+                    "id": session.subscription,
+                    "tenantId": session.tenant,
+                    "name": session.subscription_name,
+                    "state": "Enabled",
+                })))
+            }
+            Command::Rest(args) => {
+                let session = self.session()?;
+                let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| {
+                        StepError::Precondition(format!(
+                            "invalid HTTP method {:?}; use GET, PUT, POST, PATCH or DELETE",
+                            args.method
+                        ))
+                    })?;
+                let (response, _) = session
+                    .arm
+                    .call(method, &args.url, &args.api_version, args.body.as_ref())
+                    .await?;
+                Ok(CommandOutput::json(response.body))
+            }
+            Command::Set(settings) => self.set_delays(settings),
+            Command::Fault(fault) => self.inject_fault(fault).await,
             Command::GroupCreate(args) => {
                 let session = self.session()?;
                 let body = json!({ "location": args.location });
@@ -270,20 +303,31 @@ impl Runner {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let subscription = subscriptions
+        let enabled = subscriptions
             .iter()
             .find(|s| s["state"] == "Enabled")
-            .and_then(|s| s["subscriptionId"].as_str())
             .ok_or_else(|| {
                 StepError::Precondition(format!(
                     "No subscriptions found for {}.",
                     credentials.client_id
                 ))
-            })?
+            })?;
+        let subscription = enabled["subscriptionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let subscription_name = enabled["displayName"]
+            .as_str()
+            .unwrap_or_default()
             .to_owned();
         self.vars
             .insert("SUBSCRIPTION_ID".into(), subscription.clone());
-        self.session = Some(Session { subscription, arm });
+        self.session = Some(Session {
+            subscription,
+            subscription_name,
+            tenant: credentials.tenant_id.clone(),
+            arm,
+        });
         Ok(CommandOutput::json(Value::Array(subscriptions)))
     }
 
@@ -450,11 +494,13 @@ impl Runner {
             "{scope}/providers/Microsoft.Authorization/roleAssignments/{}",
             uuid::Uuid::new_v4()
         );
-        let body = json!({ "properties": {
+        let mut body = json!({ "properties": {
             "roleDefinitionId": definition_id,
             "principalId": args.assignee_object_id,
-            "principalType": args.assignee_principal_type,
         } });
+        if let Some(principal_type) = &args.assignee_principal_type {
+            body["properties"]["principalType"] = json!(principal_type);
+        }
         let (response, _) = session
             .arm
             .call(Method::PUT, &path, api::ROLE_ASSIGNMENTS, Some(&body))
@@ -466,18 +512,27 @@ impl Runner {
     async fn wait(&mut self, args: &crate::scenario::WaitArgs) -> Result<CommandOutput, StepError> {
         let timeout = super::expect::parse_duration(&args.timeout)?;
         let cluster = self.cluster()?;
-        let status = cluster
+        if let Some(text) = &args.log {
+            return wait_for_log(cluster, args, text, timeout).await;
+        }
+        let condition = args
+            .condition
+            .unwrap_or(crate::scenario::JobCondition::Complete);
+        let waited = cluster
             .wait_job(
                 &args.job,
                 &args.namespace,
-                condition_type(args.condition),
+                condition_type(condition),
                 timeout,
             )
-            .await
-            .map_err(|e| StepError::Cluster(e.to_string()))?;
+            .await;
         let logs = cluster
             .job_logs(&args.job, &args.namespace)
             .unwrap_or_default();
+        let status = waited.map_err(|e| StepError::Workload {
+            message: e.to_string(),
+            log: format!("log of job/{} ends with:\n{}", args.job, log_tail(&logs, 6)),
+        })?;
         let last_line = logs
             .lines()
             .rev()
@@ -488,6 +543,45 @@ impl Runner {
             note: last_line,
         })
     }
+}
+
+/// Polls a job's log until it contains `text`, as a test would tail `kubectl logs -f`.
+async fn wait_for_log(
+    cluster: &crate::cluster::RunCluster,
+    args: &crate::scenario::WaitArgs,
+    text: &str,
+    timeout: std::time::Duration,
+) -> Result<CommandOutput, StepError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let logs = cluster
+            .job_logs(&args.job, &args.namespace)
+            .unwrap_or_default();
+        if logs.contains(text) {
+            return Ok(CommandOutput {
+                value: Value::Null,
+                note: Some(format!("log contains {text:?}")),
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError::Workload {
+                message: format!(
+                    "the log of job/{} did not contain {text:?} within {}",
+                    args.job, args.timeout
+                ),
+                log: format!("log ends with:\n{}", log_tail(&logs, 6)),
+            });
+        }
+        tokio::time::sleep(LOG_POLL_INTERVAL).await;
+    }
+}
+
+/// How often `wait` with `log` reads the job's log.
+const LOG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn log_tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn condition_type(condition: crate::scenario::JobCondition) -> crate::cluster::JobConditionType {

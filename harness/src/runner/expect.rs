@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::{CommandOutput, Runner, StepError};
-use crate::scenario::{Expectations, ExpectedError};
+use crate::scenario::{Expectations, ExpectedError, PodExpectation};
 
 /// A one-line description of an `expect` step.
 pub fn title(expectations: &Expectations) -> String {
@@ -16,6 +16,12 @@ pub fn title(expectations: &Expectations) -> String {
     }
     if let Some(queue) = &expectations.queue {
         parts.push(format!("queue {}/{}", queue.namespace, queue.queue));
+    }
+    if let Some(pod) = &expectations.pod {
+        parts.push(format!("pod of job/{}", pod.job));
+    }
+    if let Some(requests) = &expectations.requests {
+        parts.push(format!("requests to {:?}", requests.service).to_lowercase());
     }
     format!("expect {}", parts.join(", "))
 }
@@ -39,6 +45,18 @@ impl Runner {
                     });
                 }
                 notes.push(format!("log contains {text:?}"));
+            }
+            if let Some(text) = &expected.not_contains {
+                if logs.contains(text.as_str()) {
+                    return Err(StepError::Expectation {
+                        expected: format!(
+                            "the log of job/{} not to contain {text:?}",
+                            expected.job
+                        ),
+                        observed: format!("log ends with:\n{}", tail(&logs, 8)),
+                    });
+                }
+                notes.push(format!("log lacks {text:?}"));
             }
             if let Some(line) = &expected.last_line {
                 let last = logs
@@ -90,10 +108,74 @@ impl Runner {
                 notes.push(format!("{field} {wanted}"));
             }
         }
+        if let Some(expected) = &expectations.pod {
+            notes.push(self.check_pod(expected)?);
+        }
+        if let Some(expected) = &expectations.requests {
+            notes.push(self.count_requests(expected).await?);
+        }
         Ok(CommandOutput {
             value: Value::Null,
             note: Some(notes.join(", ")),
         })
+    }
+
+    /// Checks the phase and environment of a job's newest pod.
+    fn check_pod(&mut self, expected: &PodExpectation) -> Result<String, StepError> {
+        let cluster = self.cluster()?;
+        let name = cluster
+            .job_pods(&expected.job, &expected.namespace)
+            .pop()
+            .ok_or_else(|| StepError::Expectation {
+                expected: format!("a pod of job/{}", expected.job),
+                observed: "the job has no pods".into(),
+            })?;
+        let pod = cluster
+            .pods()
+            .into_iter()
+            .find(|p| {
+                p.metadata.name.as_deref() == Some(name.as_str())
+                    && p.metadata.namespace.as_deref() == Some(expected.namespace.as_str())
+            })
+            .ok_or_else(|| StepError::Expectation {
+                expected: format!("pod {name}"),
+                observed: "the pod is gone".into(),
+            })?;
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".into());
+        if phase != expected.phase {
+            return Err(StepError::Expectation {
+                expected: format!("pod {name} in phase {}", expected.phase),
+                observed: format!("phase {phase}"),
+            });
+        }
+        let env: Vec<String> = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.env.as_ref())
+            .map(|env| env.iter().map(|v| v.name.clone()).collect())
+            .unwrap_or_default();
+        for name in &expected.env_has {
+            if !env.contains(name) {
+                return Err(StepError::Expectation {
+                    expected: format!("environment variable {name} in the pod"),
+                    observed: format!("the pod's variables are {}", env.join(", ")),
+                });
+            }
+        }
+        for name in &expected.env_lacks {
+            if env.contains(name) {
+                return Err(StepError::Expectation {
+                    expected: format!("no environment variable {name} in the pod"),
+                    observed: format!("the pod's variables are {}", env.join(", ")),
+                });
+            }
+        }
+        Ok(format!("pod {name} {phase}"))
     }
 }
 
@@ -105,6 +187,9 @@ pub fn describe_error(expected: &ExpectedError) -> String {
     }
     if let Some(status) = expected.status {
         parts.push(format!("status {status}"));
+    }
+    if let Some(condition) = &expected.condition {
+        parts.push(format!("condition {condition}"));
     }
     if let Some(message) = &expected.message {
         parts.push(format!("message containing {message:?}"));
@@ -127,15 +212,36 @@ pub fn match_error(expected: &ExpectedError, error: &StepError) -> Result<(), St
         .code
         .as_ref()
         .is_none_or(|c| code.as_deref() == Some(c.as_str()) || text.contains(c.as_str()));
-    let status_ok = expected.status.is_none_or(|s| status == Some(s));
+    let status_ok = expected
+        .status
+        .is_none_or(|s| status == Some(s) || text.contains(&format!("status-code: {s}")));
+    let condition_ok = expected
+        .condition
+        .as_ref()
+        .is_none_or(|c| text.contains(c.as_str()));
     let message_ok = expected
         .message
         .as_ref()
         .is_none_or(|m| text.contains(m.as_str()));
-    if code_ok && status_ok && message_ok {
+    if code_ok && status_ok && condition_ok && message_ok {
         Ok(())
     } else {
         Err(short(error))
+    }
+}
+
+/// The first line of an error with its code and status, for the note of a step that failed
+/// as expected.
+pub fn headline(error: &StepError) -> String {
+    match error {
+        StepError::Workload { log, .. } => log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        other => short(other).lines().next().unwrap_or("").to_owned(),
     }
 }
 
@@ -188,27 +294,9 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Parses `90s`, `2m`, `1h`, `500ms` or a bare number of seconds.
+/// Parses a duration as [`crate::scenario::parse_duration`] does, as a step error.
 pub fn parse_duration(text: &str) -> Result<Duration, StepError> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let invalid = || {
-        StepError::Precondition(format!(
-            "invalid duration {text:?}; write a number with ms, s, m or h, e.g. 60s"
-        ))
-    };
-    let number: f64 = number.parse().map_err(|_| invalid())?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(invalid()),
-    };
-    Ok(Duration::from_secs_f64(seconds))
+    crate::scenario::parse_duration(text).map_err(StepError::Precondition)
 }
 
 #[cfg(test)]
@@ -226,13 +314,5 @@ mod tests {
         assert_eq!(query(&value, "principalId").as_deref(), Some("p"));
         assert_eq!(query(&value, "id").as_deref(), Some("x"));
         assert_eq!(query(&value, "missing"), None);
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert!(parse_duration("soon").is_err());
     }
 }

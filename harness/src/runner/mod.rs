@@ -3,6 +3,7 @@
 
 mod commands;
 mod expect;
+mod faults;
 mod report;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use crate::client::{ArmClient, ClientError, TokenClient, http_client};
 use crate::cluster::RunCluster;
 use crate::scenario::{Command, LoadedScenario, ScenarioError, Step, expand, tenant_id_variable};
 use crate::target::{Target, TargetError, TargetOptions};
-pub use report::{Outcome, ScenarioReport, StepReport};
+pub use report::{Outcome, ScenarioReport, StepReport, junit_xml};
 
 /// Settings of a run.
 #[derive(Clone, Debug)]
@@ -42,11 +43,19 @@ pub enum StepError {
     /// The step needs state that an earlier step should have made.
     #[error("{0}")]
     Precondition(String),
+    /// A workload ended otherwise than the step expected; `log` is the end of its log.
+    #[error("{message}\n{log}")]
+    Workload { message: String, log: String },
+    /// The step ran past its `timeout`.
+    #[error("the step timed out after {0}")]
+    TimedOut(String),
 }
 
 /// The signed-in operator: tenant, subscription and an ARM client with its token.
 struct Session {
     subscription: String,
+    subscription_name: String,
+    tenant: String,
     arm: ArmClient,
 }
 
@@ -107,15 +116,17 @@ impl Runner {
         let mut steps = Vec::new();
         let mut failed = false;
         for raw in self.scenario.steps.clone() {
+            let mut report = StepReport {
+                index: raw.index,
+                file: raw.file.clone(),
+                line: raw.line,
+                title: raw.command.clone(),
+                duration: Duration::ZERO,
+                outcome: Outcome::NotRun,
+                note: None,
+                evidence: None,
+            };
             if failed {
-                let report = StepReport {
-                    index: raw.index,
-                    line: raw.line,
-                    title: raw.command.clone(),
-                    duration: Duration::ZERO,
-                    outcome: Outcome::NotRun,
-                    note: None,
-                };
                 on_step(&report);
                 steps.push(report);
                 continue;
@@ -123,30 +134,23 @@ impl Runner {
             let span = info_span!("step", index = raw.index, command = %raw.command);
             let step_started = Instant::now();
             let value = expand(&raw.value, &self.vars);
-            let (title, outcome, note) = match self.scenario.read_step(&raw, &value) {
+            match self.scenario.read_step(&raw, &value) {
                 Ok(step) => {
-                    let title = commands::title(&step.command);
-                    let (outcome, note) = self.run_step(&step).instrument(span).await;
-                    (title, outcome, note)
+                    report.title = commands::title(&step.command);
+                    let result = self.run_step(&step).instrument(span).await;
+                    report.outcome = result.outcome;
+                    report.note = result.note;
+                    report.evidence = result.evidence;
                 }
-                Err(error) => (
-                    raw.command.clone(),
-                    Outcome::Failed {
+                Err(error) => {
+                    report.outcome = Outcome::Failed {
                         expected: "a valid step".into(),
                         observed: error.to_string(),
-                    },
-                    None,
-                ),
-            };
-            failed = matches!(outcome, Outcome::Failed { .. });
-            let report = StepReport {
-                index: raw.index,
-                line: raw.line,
-                title,
-                duration: step_started.elapsed(),
-                outcome,
-                note,
-            };
+                    };
+                }
+            }
+            report.duration = step_started.elapsed();
+            failed = matches!(report.outcome, Outcome::Failed { .. });
             on_step(&report);
             steps.push(report);
         }
@@ -158,9 +162,24 @@ impl Runner {
         }
     }
 
-    async fn run_step(&mut self, step: &Step) -> (Outcome, Option<String>) {
-        let result = self.execute(&step.command).await;
-        match (&step.expect_error, result) {
+    /// Runs one step within its `timeout` and judges the result against `expect_error`.
+    async fn run_step(&mut self, step: &Step) -> StepResult {
+        let result = match step.timeout.as_deref().map(crate::scenario::parse_duration) {
+            Some(Ok(limit)) => {
+                let label = step.timeout.clone().unwrap_or_default();
+                match tokio::time::timeout(limit, self.execute(&step.command)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StepError::TimedOut(label)),
+                }
+            }
+            Some(Err(message)) => Err(StepError::Precondition(message)),
+            None => self.execute(&step.command).await,
+        };
+        let evidence = match &result {
+            Err(error) => self.evidence(error).await,
+            Ok(_) => None,
+        };
+        let (outcome, note) = match (&step.expect_error, result) {
             (None, Ok(output)) => match self.capture(step, &output.value) {
                 Ok(()) => (Outcome::Passed, output.note),
                 Err(error) => (
@@ -177,7 +196,7 @@ impl Runner {
             (None, Err(error)) => (
                 Outcome::Failed {
                     expected: "success".into(),
-                    observed: error.to_string(),
+                    observed: expect::short(&error),
                 },
                 None,
             ),
@@ -191,7 +210,7 @@ impl Runner {
             (Some(expected), Err(error)) => match expect::match_error(expected, &error) {
                 Ok(()) => (
                     Outcome::Passed,
-                    Some(format!("failed as expected: {}", expect::short(&error))),
+                    Some(format!("failed as expected: {}", expect::headline(&error))),
                 ),
                 Err(observed) => (
                     Outcome::Failed {
@@ -201,6 +220,11 @@ impl Runner {
                     None,
                 ),
             },
+        };
+        StepResult {
+            outcome,
+            note,
+            evidence,
         }
     }
 
@@ -231,6 +255,13 @@ impl Runner {
             .get_mut(&name)
             .ok_or_else(|| StepError::Precondition(format!("cluster {name} is gone")))
     }
+}
+
+/// How a step ended, with what the report shows beside it.
+struct StepResult {
+    outcome: Outcome,
+    note: Option<String>,
+    evidence: Option<String>,
 }
 
 /// What a command returns: JSON for captures, and a note for the report.
@@ -273,6 +304,9 @@ pub async fn run_file_on(
 impl Command {
     /// Whether the step acts on the fakes only (clock, faults) and is skipped on live Azure.
     pub fn fake_only(&self) -> bool {
-        matches!(self, Command::AdvanceClock(_))
+        matches!(
+            self,
+            Command::AdvanceClock(_) | Command::Set(_) | Command::Fault(_)
+        )
     }
 }

@@ -1,10 +1,14 @@
-//! Scenario files: loading, validation with file and line numbers, and variables.
+//! Scenario files: loading, reuse of a base scenario, validation with file and line numbers,
+//! and variables.
 //!
 //! A file is parsed in two passes. The outer document (name, tenants, vars, the list of
 //! steps) is read first; each step is then checked against the step types, so an error names
-//! the step and its line. At run time a step's strings get `${NAME}` replaced by variables
-//! and captures before the step is read again.
+//! the step and its line. A file that `extends` another takes over the base's steps and edits
+//! them by step `id` (see [`Change`]). At run time a step's strings get `${NAME}` replaced by
+//! variables and captures before the step is read again.
 
+mod checks;
+mod extend;
 mod model;
 mod vars;
 
@@ -13,8 +17,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use checks::parse_duration;
 pub use model::*;
 pub use vars::{expand, referenced_variables};
+
+/// How many `extends` links a scenario may follow before the chain counts as a cycle.
+const MAX_EXTENDS_DEPTH: usize = 8;
 
 /// Why a scenario file could not be loaded or a step could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +61,14 @@ pub enum ScenarioError {
         command: String,
         variable: String,
     },
+    /// An entry of `changes` is invalid or names no step of the base scenario.
+    #[error("{file}:{line}: change {index}: {message}")]
+    Change {
+        file: PathBuf,
+        line: usize,
+        index: usize,
+        message: String,
+    },
 }
 
 /// A scenario as read from disk, with the raw steps kept for variable expansion.
@@ -61,16 +77,23 @@ pub struct LoadedScenario {
     pub file: PathBuf,
     pub name: String,
     pub description: Option<String>,
+    /// The base scenario's file, when this one extends another.
+    pub extends: Option<PathBuf>,
     pub tenants: Vec<String>,
     pub vars: BTreeMap<String, String>,
     pub steps: Vec<RawStep>,
 }
 
-/// One step as written, with its position in the file.
+/// One step as written, with the file and line it comes from.
 #[derive(Clone, Debug)]
 pub struct RawStep {
+    /// Position in the scenario after `changes`, from 1.
     pub index: usize,
+    /// The file the step is written in: this scenario's or a base scenario's.
+    pub file: PathBuf,
     pub line: usize,
+    /// The step's `id`, if it has one.
+    pub id: Option<String>,
     /// The command key, e.g. `aks create`.
     pub command: String,
     pub value: serde_yaml::Value,
@@ -82,11 +105,16 @@ struct Document {
     name: String,
     #[serde(default)]
     description: Option<String>,
-    #[serde(default = "default_tenants")]
-    tenants: Vec<String>,
+    #[serde(default)]
+    extends: Option<String>,
+    #[serde(default)]
+    tenants: Option<Vec<String>>,
     #[serde(default)]
     vars: BTreeMap<String, String>,
-    steps: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    steps: Option<Vec<serde_yaml::Value>>,
+    #[serde(default)]
+    changes: Vec<serde_yaml::Value>,
 }
 
 fn default_tenants() -> Vec<String> {
@@ -94,17 +122,30 @@ fn default_tenants() -> Vec<String> {
 }
 
 impl LoadedScenario {
-    /// Reads and validates a scenario file.
+    /// Reads and validates a scenario file, with the scenarios it extends.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let scenario = Self::load_unchecked(path, 0)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Parses and validates scenario text; `path` names the file in errors and anchors a
+    /// relative `extends`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
+        let scenario = Self::parse_unchecked(path, text, 0)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    fn load_unchecked(path: &Path, depth: usize) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
             file: path.to_path_buf(),
             source,
         })?;
-        Self::parse(path, &text)
+        Self::parse_unchecked(path, &text, depth)
     }
 
-    /// Parses and validates scenario text; `path` names the file in errors.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
+    fn parse_unchecked(path: &Path, text: &str, depth: usize) -> Result<Self, ScenarioError> {
         let file = path.to_path_buf();
         let document: Document = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
@@ -118,28 +159,103 @@ impl LoadedScenario {
                 message: e.to_string(),
             }
         })?;
-        let lines = step_lines(text);
-        let mut steps = Vec::with_capacity(document.steps.len());
-        for (index, value) in document.steps.into_iter().enumerate() {
-            let line = lines.get(index).copied().unwrap_or(1);
-            let command = command_name(&value);
-            steps.push(RawStep {
+        let syntax = |line: usize, message: String| ScenarioError::Syntax {
+            file: file.clone(),
+            line,
+            column: 1,
+            message,
+        };
+        let own_steps = document.steps.map(|steps| {
+            let lines = list_item_lines(text, "steps");
+            steps
+                .into_iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    RawStep::new(&file, lines.get(index).copied().unwrap_or(1), value)
+                })
+                .collect::<Vec<_>>()
+        });
+        let (extends, tenants, vars, steps) = match &document.extends {
+            None => {
+                if !document.changes.is_empty() {
+                    return Err(syntax(
+                        key_line(text, "changes"),
+                        "`changes` edit a base scenario; add `extends: BASE.yaml` or list the steps under `steps`".into(),
+                    ));
+                }
+                let steps = own_steps.ok_or_else(|| {
+                    syntax(1, "missing field `steps`; list the steps, or name a base scenario with `extends`".into())
+                })?;
+                (
+                    None,
+                    document.tenants.unwrap_or_else(default_tenants),
+                    document.vars,
+                    steps,
+                )
+            }
+            Some(base) => {
+                let line = key_line(text, "extends");
+                if depth >= MAX_EXTENDS_DEPTH {
+                    return Err(syntax(
+                        line,
+                        format!(
+                            "`extends` goes more than {MAX_EXTENDS_DEPTH} files deep; remove the cycle through {base}"
+                        ),
+                    ));
+                }
+                if own_steps.is_some() {
+                    return Err(syntax(
+                        key_line(text, "steps"),
+                        "a scenario that `extends` another edits its steps with `changes`; move these steps into `insert-after` or `replace` changes".into(),
+                    ));
+                }
+                let base_path = path.parent().unwrap_or(Path::new(".")).join(base);
+                let base_scenario = match Self::load_unchecked(&base_path, depth + 1) {
+                    Err(ScenarioError::Io { source, .. }) => {
+                        return Err(syntax(
+                            line,
+                            format!(
+                                "cannot read the base scenario {}: {source}; `extends` is relative to this file",
+                                base_path.display()
+                            ),
+                        ));
+                    }
+                    other => other?,
+                };
+                let mut vars = base_scenario.vars;
+                vars.extend(document.vars);
+                let change_lines = list_item_lines(text, "changes");
+                let steps = extend::apply_changes(
+                    &file,
+                    base_scenario.steps,
+                    document.changes,
+                    &change_lines,
+                )?;
+                (
+                    Some(base_path),
+                    document.tenants.unwrap_or(base_scenario.tenants),
+                    vars,
+                    steps,
+                )
+            }
+        };
+        let steps = steps
+            .into_iter()
+            .enumerate()
+            .map(|(index, step)| RawStep {
                 index: index + 1,
-                line,
-                command,
-                value,
-            });
-        }
-        let scenario = Self {
+                ..step
+            })
+            .collect();
+        Ok(Self {
             file,
             name: document.name,
             description: document.description,
-            tenants: document.tenants,
-            vars: document.vars,
+            extends,
+            tenants,
+            vars,
             steps,
-        };
-        scenario.validate()?;
-        Ok(scenario)
+        })
     }
 
     /// Checks every step's type and fields, and that each `${NAME}` is defined before use.
@@ -150,7 +266,7 @@ impl LoadedScenario {
             for variable in referenced_variables(&step.value) {
                 if !defined.contains(&variable) {
                     return Err(ScenarioError::UnknownVariable {
-                        file: self.file.clone(),
+                        file: step.file.clone(),
                         line: step.line,
                         index: step.index,
                         command: step.command.clone(),
@@ -159,6 +275,7 @@ impl LoadedScenario {
                 }
             }
             let typed = self.read_step(step, &step.value)?;
+            checks::check_step(&typed).map_err(|message| step.error(message))?;
             defined.extend(typed.capture.keys().cloned());
         }
         Ok(())
@@ -178,13 +295,7 @@ impl LoadedScenario {
         step: &RawStep,
         value: &serde_yaml::Value,
     ) -> Result<Step, ScenarioError> {
-        let error = |message: String| ScenarioError::Step {
-            file: self.file.clone(),
-            line: step.line,
-            index: step.index,
-            command: step.command.clone(),
-            message,
-        };
+        let error = |message: String| step.error(message);
         let Some(map) = value.as_mapping() else {
             return Err(error(
                 "a step is a mapping with one command key, e.g. `- login: a`".into(),
@@ -223,12 +334,41 @@ impl LoadedScenario {
     }
 }
 
+impl RawStep {
+    fn new(file: &Path, line: usize, value: serde_yaml::Value) -> Self {
+        let id = value
+            .get("id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned);
+        Self {
+            index: 0,
+            file: file.to_path_buf(),
+            line,
+            id,
+            command: command_name(&value),
+            value,
+        }
+    }
+
+    /// An error about this step, naming its file, line and command.
+    pub fn error(&self, message: String) -> ScenarioError {
+        ScenarioError::Step {
+            file: self.file.clone(),
+            line: self.line,
+            index: self.index,
+            command: self.command.clone(),
+            message,
+        }
+    }
+}
+
 /// Keys a step may carry beside its command.
-const STEP_OPTIONS: &[&str] = &["capture", "expect_error"];
+const STEP_OPTIONS: &[&str] = &["id", "capture", "expect_error", "timeout"];
 
 /// Every step command, as written in scenario files.
 pub const COMMAND_NAMES: &[&str] = &[
     "login",
+    "account show",
     "group create",
     "group delete",
     "aks create",
@@ -242,10 +382,13 @@ pub const COMMAND_NAMES: &[&str] = &[
     "identity show",
     "identity federated-credential create",
     "role assignment create",
+    "rest",
     "kubectl apply",
     "wait",
     "expect",
     "advance clock",
+    "set",
+    "fault",
 ];
 
 /// The known command nearest to a misspelt one, when it is close enough to be a typo.
@@ -289,22 +432,24 @@ fn command_name(value: &serde_yaml::Value) -> String {
         .to_owned()
 }
 
-/// Line numbers (1-based) of the items of the top-level `steps:` list.
-fn step_lines(text: &str) -> Vec<usize> {
+/// Line numbers (1-based) of the items of the top-level list under `key:`.
+fn list_item_lines(text: &str, key: &str) -> Vec<usize> {
     let mut lines = Vec::new();
-    let mut in_steps = false;
+    let mut in_list = false;
     let mut item_indent: Option<usize> = None;
+    let prefix = format!("{key}:");
     for (number, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
         let indent = line.len() - trimmed.len();
-        if indent == 0 {
-            in_steps = trimmed.starts_with("steps:");
+        let is_item = trimmed.starts_with("- ") || trimmed == "-";
+        if indent == 0 && !is_item {
+            in_list = trimmed.starts_with(&prefix);
             continue;
         }
-        if !in_steps || !trimmed.starts_with("- ") && trimmed != "-" {
+        if !in_list || !is_item {
             continue;
         }
         match item_indent {
@@ -317,6 +462,22 @@ fn step_lines(text: &str) -> Vec<usize> {
         }
     }
     lines
+}
+
+/// Line (1-based) of a top-level `key:`, or 1 when it is absent.
+fn key_line(text: &str, key: &str) -> usize {
+    let prefix = format!("{key}:");
+    text.lines()
+        .position(|line| line.starts_with(&prefix))
+        .map_or(1, |index| index + 1)
+}
+
+/// The JSON Schema of scenario files, generated from [`Scenario`].
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Scenario);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes to JSON");
+    text.push('\n');
+    text
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `${NAME}` variables in scenario steps.
+//! `${NAME}` variables in scenario steps; `${NAME%SUFFIX}` drops a trailing SUFFIX.
 
 use std::collections::BTreeMap;
 
@@ -31,9 +31,9 @@ fn expand_str(text: &str, vars: &BTreeMap<String, String>) -> String {
         let after = &rest[start + 2..];
         match after.find('}') {
             Some(end) => {
-                let name = &after[..end];
+                let (name, suffix) = split_reference(&after[..end]);
                 match vars.get(name) {
-                    Some(value) => out.push_str(value),
+                    Some(value) => out.push_str(value.strip_suffix(suffix).unwrap_or(value)),
                     None => out.push_str(&rest[start..start + 3 + end]),
                 }
                 rest = &after[end + 1..];
@@ -46,6 +46,12 @@ fn expand_str(text: &str, vars: &BTreeMap<String, String>) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Splits `NAME%SUFFIX` (the value of NAME without a trailing SUFFIX, as in the shell) into
+/// the name and the suffix; a plain `NAME` has an empty suffix.
+fn split_reference(reference: &str) -> (&str, &str) {
+    reference.split_once('%').unwrap_or((reference, ""))
 }
 
 /// Names of the variables `value` refers to, in order of appearance.
@@ -62,7 +68,7 @@ fn collect(value: &Value, names: &mut Vec<String>) {
             while let Some(start) = rest.find("${") {
                 let after = &rest[start + 2..];
                 let Some(end) = after.find('}') else { break };
-                names.push(after[..end].to_owned());
+                names.push(split_reference(&after[..end]).0.to_owned());
                 rest = &after[end + 1..];
             }
         }
@@ -86,6 +92,15 @@ mod tests {
         assert_eq!(expand_str("${A}-${B}-${A}", &vars), "x-${B}-x");
         assert_eq!(expand_str("no vars", &vars), "no vars");
         assert_eq!(expand_str("open ${A", &vars), "open ${A");
+    }
+
+    #[test]
+    fn suffix_is_stripped_when_present() {
+        let vars = BTreeMap::from([("URL".to_owned(), "https://i/t/".to_owned())]);
+        assert_eq!(expand_str("${URL%/}", &vars), "https://i/t");
+        assert_eq!(expand_str("${URL%x}", &vars), "https://i/t/");
+        let value = Value::String("${URL%/}".into());
+        assert_eq!(referenced_variables(&value), vec!["URL"]);
     }
 
     #[test]
