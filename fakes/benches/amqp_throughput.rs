@@ -123,6 +123,9 @@ struct Figures {
     receive: f64,
 }
 
+/// Reads one figure out of a repetition's figures.
+type FigureOf = fn(&Figures) -> f64;
+
 /// A broker under test, with what the client needs to reach it.
 enum Broker {
     /// The fake's plain AMQP endpoint, with a token minted by the model.
@@ -426,7 +429,7 @@ fn fake_queue_length(cloud: &SharedCloud) -> usize {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
-    if values.len() % 2 == 0 {
+    if values.len().is_multiple_of(2) {
         (values[middle - 1] + values[middle]) / 2.0
     } else {
         values[middle]
@@ -445,7 +448,7 @@ fn load_average() -> String {
 }
 
 fn print_table(settings: &Settings, fake: &[Figures], rabbit: &[Figures]) {
-    let rows: [(&str, fn(&Figures) -> f64); 3] = [
+    let rows: [(&str, FigureOf); 3] = [
         ("single send", |f| f.single_send),
         ("batch send", |f| f.batch_send),
         ("peek-lock receive + complete", |f| f.receive),
