@@ -2,3 +2,4 @@
 //! Service Bus sample image.
 
 pub mod demo;
+pub mod serve;

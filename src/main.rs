@@ -53,6 +53,23 @@ enum Commands {
         #[arg(default_value = "scenarios")]
         folder: PathBuf,
     },
+    /// Start the fakes alone and print the shell settings (CA, endpoints, `az cloud register`,
+    /// tenant credentials) that point a program or the Azure CLI at them; runs until Ctrl-C.
+    Serve {
+        /// Address every fake listens on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// Comma-separated scenario names of the tenants to create.
+        #[arg(long, value_delimiter = ',', default_value = "a,b")]
+        tenants: Vec<String>,
+        /// Folder for the CA file, the Azure CLI configuration and HOME; a temporary folder
+        /// removed on exit when absent.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Also write the settings to this file, for `source`.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
     /// The demo workload the embedded cluster runs for the image
     /// ghcr.io/azure-samples/aks-app-samples/servicebusdemo; configured through its environment.
     #[command(hide = true)]
@@ -86,6 +103,20 @@ fn main() -> ExitCode {
                 Ok(true)
             }
             Commands::List { folder } => list(&folder),
+            Commands::Serve {
+                bind,
+                tenants,
+                state_dir,
+                env_file,
+            } => {
+                let options = xtenant::serve::ServeOptions {
+                    bind,
+                    tenants,
+                    state_dir,
+                    env_file,
+                };
+                xtenant::serve::run(options).await
+            }
             Commands::Servicebusdemo => xtenant::demo::run().await.map(|()| true),
         }
     });
