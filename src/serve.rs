@@ -23,7 +23,7 @@ use xtenant_fakes::{Fakes, FakesConfig};
 /// Name under which the fake cloud is registered with the Azure CLI.
 pub const CLOUD_NAME: &str = "xtenant";
 
-/// Azure CLI version whose update check `versionCheck.json` answers. The CLI skips the check,
+/// Azure CLI version recorded in `versionCheck.json`, the file of its last update check. The CLI skips the check,
 /// a HEAD request to `azcliprod.blob.core.windows.net`, for one day after `update_time`.
 const AZURE_CLI_VERSION: &str = "2.91.0";
 /// Telemetry package version the CLI 2.91.0 writes next to its own in `versionCheck.json`.
@@ -70,7 +70,7 @@ impl TenantLogin {
         format!("XTENANT_{name}_")
     }
 
-    /// The arguments of `az login --service-principal` for this tenant's operator.
+    /// Builds the arguments of `az login --service-principal` for this tenant's operator.
     pub fn az_login_args(&self) -> Vec<String> {
         vec![
             "login".into(),

@@ -37,7 +37,7 @@ const DATA_OWNER: &str = "090c5cfd-751d-490a-894a-3ce6f1109419";
 /// Time one `az` command may take before the test fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A loopback HTTP proxy that answers 403 to every request and records its request line.
+/// A loopback HTTP proxy that returns 403 to every request and records its request line.
 struct BlackHoleProxy {
     url: String,
     attempts: Arc<Mutex<Vec<String>>>,
@@ -492,8 +492,8 @@ async fn walkthrough_runs_with_real_cli() {
     assert!(written.contains(CLUSTER), "kubeconfig:\n{written}");
 
     // Tenant A's login against tenant B's subscription: ARM rejects the token's issuer. The
-    // CLI only sends a subscription the token of the tenant it was listed under, so the test
-    // takes tenant A's ARM token and hands it to `az rest` itself.
+    // CLI picks each subscription's token by the tenant it logged in to, so the test passes
+    // tenant A's ARM token to `az rest` itself.
     let token_a = az
         .run(&[
             "account",

@@ -1,4 +1,4 @@
-//! `xtenant serve` as a user runs it: the process starts, writes its settings, answers
+//! `xtenant serve` as a user runs it: the process starts, writes its settings, serves
 //! `GET /health` on the ARM host, and stops on SIGTERM.
 
 #![cfg(unix)]
@@ -65,7 +65,11 @@ async fn serve_prints_settings_until_sigterm() {
         "XTENANT_A_CLIENT_SECRET",
         "XTENANT_B_CLIENT_SECRET",
     ] {
-        assert!(variables.contains_key(name), "{name} is missing: {variables:?}");
+        assert!(
+            variables.contains_key(name),
+            "{name} is missing; the file sets {:?}",
+            variables.keys()
+        );
     }
     assert_eq!(variables["AZURE_CORE_INSTANCE_DISCOVERY"], "false");
     assert_eq!(variables["AZURE_CORE_COLLECT_TELEMETRY"], "false");
