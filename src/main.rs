@@ -8,7 +8,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use xtenant_harness::runner::{RunOptions, ScenarioReport, junit_xml, run_file};
+mod run_target;
+
+use xtenant_harness::runner::{RunOptions, ScenarioReport, junit_xml, run_file_on};
 use xtenant_harness::scenario::LoadedScenario;
 
 #[derive(Parser)]
@@ -39,6 +41,24 @@ enum Commands {
         /// to stderr) or `junit FILE` (JUnit XML written to FILE).
         #[arg(long, num_args = 1..=2, value_names = ["FORMAT", "FILE"])]
         report: Vec<String>,
+        #[command(flatten)]
+        target: run_target::TargetArgs,
+    },
+    /// Compare two recordings of `run --record` and print every difference; exits 1 when
+    /// they differ.
+    Drift {
+        /// The baseline recording, such as a fake run.
+        baseline: PathBuf,
+        /// The recording compared with it, such as a live run.
+        compared: PathBuf,
+    },
+    /// Delete resource groups tagged by xtenant (`xtenant-run`) that are older than AGE, in
+    /// every tenant named by XTENANT_TENANT_<NAME>_ID (tenants a and b).
+    #[cfg(feature = "live-azure")]
+    Sweep {
+        /// Minimum age, such as 6h or 90m.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
     },
     /// Check scenario files without running them; errors name the file, line, step and fix.
     Validate {
@@ -96,7 +116,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Commands::Run { files, report } => run(files, report).await,
+            Commands::Run {
+                files,
+                report,
+                target,
+            } => run(files, report, target).await,
+            Commands::Drift { baseline, compared } => run_target::drift(&baseline, &compared),
+            #[cfg(feature = "live-azure")]
+            Commands::Sweep { older_than } => run_target::sweep(&older_than, &["a", "b"]).await,
             Commands::Validate { files } => validate(&files),
             Commands::Schema => {
                 print!("{}", xtenant_harness::scenario::json_schema());
@@ -157,7 +184,12 @@ fn report_format(values: Vec<String>, files: &mut Vec<PathBuf>) -> anyhow::Resul
     }
 }
 
-async fn run(mut files: Vec<PathBuf>, report: Vec<String>) -> anyhow::Result<bool> {
+async fn run(
+    mut files: Vec<PathBuf>,
+    report: Vec<String>,
+    target: run_target::TargetArgs,
+) -> anyhow::Result<bool> {
+    let target_options = target.options(&["a", "b"])?;
     let format = report_format(report, &mut files)?;
     let workload_exe = std::env::current_exe()
         .context("cannot find the xtenant executable to run workloads with")?;
@@ -172,12 +204,13 @@ async fn run(mut files: Vec<PathBuf>, report: Vec<String>) -> anyhow::Result<boo
     for file in &files {
         let shown = file.display().to_string();
         show(&format!("scenario {shown}"));
-        let report = run_file(file, &options, |step| show(&step.render()))
+        let report = run_file_on(file, &options, &target_options, |step| show(&step.render()))
             .await
             .with_context(|| format!("{shown}: the scenario could not start"))?;
         show(&format!("{}\n", report.summary()));
         reports.push(report);
     }
+    target.finish(&target_options)?;
     let passed = reports.iter().filter(|r| r.passed()).count();
     if files.len() > 1 {
         show(&format!("{passed} of {} scenarios passed", reports.len()));
