@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use time::OffsetDateTime;
 use time::macros::format_description;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 use xtenant_fakes::cloud::lock;
 use xtenant_fakes::{Fakes, FakesConfig};
 
@@ -263,40 +261,6 @@ impl ServeEnvironment {
     }
 }
 
-/// Mounts the discovery documents of the multi-tenant authorities `organizations` and `common`
-/// on the fake Entra ID, above its model responder.
-///
-/// `az logout` builds an MSAL public client on `{login}/organizations`, and MSAL fetches that
-/// authority's OpenID configuration before it removes any account, so logging out fails without
-/// it. Entra ID serves these documents with `{tenantid}` in the issuer.
-// TODO: the Entra fake's own responder should serve these authorities; this mock stands in.
-pub async fn mount_multi_tenant_discovery(fakes: &Fakes) {
-    let login = &fakes.endpoints.login;
-    for authority in ["organizations", "common"] {
-        let base = format!("{login}/{authority}");
-        let document = serde_json::json!({
-            "token_endpoint": format!("{base}/oauth2/v2.0/token"),
-            "jwks_uri": format!("{base}/discovery/v2.0/keys"),
-            "issuer": format!("{login}/{{tenantid}}/v2.0"),
-            "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
-            "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
-            "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
-            "response_modes_supported": ["query", "fragment", "form_post"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "tenant_region_scope": null,
-            "cloud_instance_name": "microsoftonline.com",
-        });
-        Mock::given(method("GET"))
-            .and(path(format!(
-                "/{authority}/v2.0/.well-known/openid-configuration"
-            )))
-            .respond_with(ResponseTemplate::new(200).set_body_json(document))
-            .named(format!("{authority} discovery"))
-            .mount(&fakes.entra.server)
-            .await;
-    }
-}
-
 /// Runs `xtenant serve` until Ctrl-C or SIGTERM.
 pub async fn run(options: ServeOptions) -> anyhow::Result<bool> {
     let (state_dir, temporary) = match &options.state_dir {
@@ -315,7 +279,6 @@ pub async fn run(options: ServeOptions) -> anyhow::Result<bool> {
     })
     .await
     .context("the fakes failed to start")?;
-    mount_multi_tenant_discovery(&fakes).await;
     let environment = ServeEnvironment::prepare(&fakes, &state_dir)?;
 
     if let Some(path) = &options.env_file {

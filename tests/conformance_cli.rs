@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use xtenant::serve::{ServeEnvironment, TenantLogin, mount_multi_tenant_discovery};
+use xtenant::serve::{ServeEnvironment, TenantLogin};
 use xtenant_fakes::cloud::{ProvisioningState, lock};
 use xtenant_fakes::{Fakes, FakesConfig};
 
@@ -227,7 +227,6 @@ async fn walkthrough_runs_with_real_cli() {
     let fakes = Fakes::start(FakesConfig::default())
         .await
         .expect("the fakes start");
-    mount_multi_tenant_discovery(&fakes).await;
     let state = tempfile::Builder::new()
         .prefix("xtenant-cli-")
         .tempdir()

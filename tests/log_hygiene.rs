@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tracing_subscriber::fmt::MakeWriter;
 use xtenant_harness::runner::{RunOptions, Runner};
 use xtenant_harness::scenario::LoadedScenario;
+use xtenant_harness::target::Credential;
 
 /// Collects everything the subscriber writes.
 #[derive(Clone, Default)]
@@ -49,7 +50,15 @@ async fn walkthrough_logs_hold_no_secrets() {
     let mut runner = Runner::start(scenario, &options).await.unwrap();
     let secrets: Vec<String> = ["a", "b"]
         .iter()
-        .map(|t| runner.target().operator(t).unwrap().secret)
+        .map(|t| {
+            runner
+                .target()
+                .operator(t)
+                .unwrap()
+                .secret()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let endpoints = runner.target().fakes.endpoints.clone();
     let report = runner.run(|_| {}).await;

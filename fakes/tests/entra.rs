@@ -538,3 +538,22 @@ async fn tenant_discovery_names_token_endpoint() {
     let response = world.http.get(unknown).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 400);
 }
+
+#[tokio::test]
+async fn multi_tenant_discovery_has_placeholder_issuer() {
+    let world = World::new().await;
+    for authority in ["common", "organizations"] {
+        let url = format!(
+            "{}/{authority}/v2.0/.well-known/openid-configuration",
+            world.server.uri()
+        );
+        let response = world.http.get(url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{authority}");
+        let document: Value = response.json().await.unwrap();
+        assert_eq!(
+            document["issuer"],
+            format!("{}/{{tenantid}}/v2.0", world.server.uri())
+        );
+        assert!(document["authorization_endpoint"].is_string());
+    }
+}

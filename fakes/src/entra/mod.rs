@@ -22,6 +22,10 @@ use crate::server::Endpoints;
 pub use errors::AadError;
 pub use exchange::{JWT_BEARER, TokenRequest};
 
+/// Authorities that stand for any tenant; they have discovery documents but no keys of
+/// their own.
+const MULTI_TENANT_AUTHORITIES: &[&str] = &["common", "organizations"];
+
 /// The wiremock responder that serves Entra ID from the model.
 pub struct EntraResponder {
     cloud: SharedCloud,
@@ -79,6 +83,9 @@ impl EntraResponder {
 
     /// Serves the tenant's OpenID Connect discovery document; `v2` selects the v2.0 endpoints.
     fn openid_configuration(&self, tenant: &str, v2: bool) -> ResponseTemplate {
+        if v2 && MULTI_TENANT_AUTHORITIES.contains(&tenant) {
+            return self.multi_tenant_configuration(tenant);
+        }
         let cloud = lock(&self.cloud);
         let Some(tenant) = cloud.tenant(tenant) else {
             let error = AadError::tenant_not_found(tenant);
@@ -123,6 +130,25 @@ impl EntraResponder {
             })
         };
         ResponseTemplate::new(200).set_body_json(document)
+    }
+
+    /// Serves the discovery document of a multi-tenant authority (`common`, `organizations`),
+    /// whose issuer has the `{tenantid}` placeholder. MSAL reads it on `az logout`.
+    fn multi_tenant_configuration(&self, authority: &str) -> ResponseTemplate {
+        let base = format!("{}/{authority}", self.endpoints.login);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+            "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+            "issuer": format!("{}/{{tenantid}}/v2.0", self.endpoints.login),
+            "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+            "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "tenant_region_scope": null,
+            "cloud_instance_name": "microsoftonline.com",
+        }))
     }
 
     fn keys(&self, tenant: &str) -> ResponseTemplate {
