@@ -51,6 +51,14 @@ impl std::fmt::Debug for OperatorCredentials {
 }
 
 impl OperatorCredentials {
+    /// The client secret, when the operator signs in with one.
+    pub fn secret(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Secret(secret) => Some(secret),
+            Credential::FederatedTokenFile(_) => None,
+        }
+    }
+
     /// Requests a token for `scope` with the operator's secret or federated token.
     pub async fn token(
         &self,
