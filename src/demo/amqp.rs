@@ -7,11 +7,12 @@ use anyhow::{Context, Result, bail};
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::sasl_profile::SaslProfile;
 use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::definitions::ErrorCondition;
 use fe2o3_amqp::types::messaging::message::__private::Serializable;
 use fe2o3_amqp::types::messaging::{
     AmqpValue, ApplicationProperties, Body, Data, Message, Properties,
 };
-use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Timestamp, Value};
+use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Timestamp, Value};
 use fe2o3_amqp::{Connection, Receiver, Sendable, Sender};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -87,11 +88,13 @@ fn tls_config() -> Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
-/// Authorizes `audience` on the connection with a `$cbs` put-token of `token`, failing with
-/// the service's status and description unless it replies 202.
+/// Authorizes `audience` on the connection with a `$cbs` put-token of `token` (of type
+/// `jwt` for an Entra token, `servicebus.windows.net:sastoken` for a shared access
+/// signature), failing with the service's status and description unless it replies 202.
 pub async fn put_token(
     session: &mut SessionHandle<()>,
     audience: &str,
+    token_type: &str,
     token: &str,
     expires_on: OffsetDateTime,
 ) -> Result<()> {
@@ -119,7 +122,7 @@ pub async fn put_token(
         .application_properties(
             ApplicationProperties::builder()
                 .insert("operation", "put-token")
-                .insert("type", "jwt")
+                .insert("type", token_type)
                 .insert("name", audience)
                 .insert("expiration", SimpleValue::Timestamp(expiration))
                 .build(),
@@ -151,6 +154,33 @@ pub async fn put_token(
         bail!("Put token failed. status-code: {status}, status-description: {description}");
     }
     Ok(())
+}
+
+/// Rewrites a refused attach so its error condition reads as on the wire
+/// (`amqp:unauthorized-access`), the way Service Bus SDKs report it, instead of a Rust enum.
+pub fn describe_attach_error(error: fe2o3_amqp::link::SenderAttachError) -> anyhow::Error {
+    match error {
+        fe2o3_amqp::link::SenderAttachError::RemoteClosedWithError(remote) => anyhow::anyhow!(
+            "the service detached the link with {}: {}",
+            condition_symbol(&remote.condition),
+            remote.description.unwrap_or_default()
+        ),
+        other => other.into(),
+    }
+}
+
+/// The symbol an AMQP error condition is sent as.
+pub fn condition_symbol(condition: &ErrorCondition) -> String {
+    let symbol: Symbol = match condition {
+        ErrorCondition::AmqpError(e) => e.into(),
+        ErrorCondition::ConnectionError(e) => e.into(),
+        ErrorCondition::SessionError(e) => e.into(),
+        ErrorCondition::LinkError(e) => e.into(),
+        ErrorCondition::Custom(symbol) => symbol.clone(),
+        #[allow(unreachable_patterns)]
+        other => return format!("{other:?}"),
+    };
+    symbol.as_str().to_owned()
 }
 
 /// Messages collected for one Service Bus batch transfer.

@@ -26,6 +26,20 @@ pub struct Config {
     /// connection goes. `amqps` starts TLS, `amqp` does not. Defaults to
     /// `amqps://{hostname}:5671`.
     pub endpoint: Endpoint,
+    /// `FEDERATED_TOKEN_READS`: `each-request` (default) uses `WorkloadIdentityCredential`;
+    /// `once` keeps the first assertion read from the token file, as `azure_identity` 0.20
+    /// did, and asks for a second token with it after the kubelet rotates the file.
+    pub token_reads: TokenReads,
+    /// `SERVICEBUS_CONNECTION_STRING`: when set, the demo authorizes with a shared access
+    /// signature signed with its key instead of an Entra token.
+    pub connection_string: Option<String>,
+}
+
+/// How the demo reads the federated token file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenReads {
+    EachRequest,
+    Once,
 }
 
 /// Where to dial and whether to start TLS there.
@@ -67,12 +81,21 @@ impl Config {
                 address: format!("{hostname}:5671"),
             },
         };
+        let token_reads = match lookup("FEDERATED_TOKEN_READS").as_deref() {
+            None | Some("each-request") => TokenReads::EachRequest,
+            Some("once") => TokenReads::Once,
+            Some(other) => {
+                bail!("FEDERATED_TOKEN_READS is '{other}'; set it to 'each-request' or 'once'")
+            }
+        };
         Ok(Self {
             mode,
             message_count,
             queue: required("AZURE_SERVICEBUS_QUEUE_NAME")?,
             hostname,
             endpoint,
+            token_reads,
+            connection_string: lookup("SERVICEBUS_CONNECTION_STRING"),
         })
     }
 }

@@ -5,24 +5,23 @@
 //! It gets a token with `azure_identity`'s `WorkloadIdentityCredential`, opens an AMQP
 //! connection with fe2o3-amqp, authorizes the queue with a `$cbs` put-token, then sends a
 //! batch of `MESSAGE_COUNT` messages (producer) or receives until the queue is empty
-//! (consumer).
+//! (consumer). Two settings beyond the sample's reproduce client mistakes: see
+//! [`Config::token_reads`] and [`Config::connection_string`].
 
 mod amqp;
 mod config;
+mod credential;
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use azure_core::credentials::TokenCredential;
-use azure_identity::WorkloadIdentityCredential;
 use fe2o3_amqp::types::messaging::{Body, Message};
 use fe2o3_amqp::types::primitives::Value;
 use fe2o3_amqp::{Receiver, Sender, Session};
 
-pub use config::{Config, Mode};
+pub use config::{Config, Mode, TokenReads};
+use time::OffsetDateTime;
 
-/// Scope of the Service Bus token, as the Rust and .NET SDKs request it.
-const SERVICEBUS_SCOPE: &str = "https://servicebus.azure.net/.default";
 /// Body of every message the producer sends.
 const MESSAGE_BODY: &str = "Hello World!";
 /// The consumer treats the queue as drained once no message arrives for this long.
@@ -32,22 +31,23 @@ const RECEIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// whole chain, including the token endpoint's `AADSTS` message; print it with `{:?}`.
 pub async fn run() -> Result<()> {
     let config = Config::from_env()?;
-    let credential = WorkloadIdentityCredential::new(None)
-        .context("creating the workload identity credential failed")?;
-    let token = credential
-        .get_token(&[SERVICEBUS_SCOPE], None)
-        .await
-        .context("getting a Service Bus token with the workload identity credential failed")?;
+    let audience = format!("sb://{}/{}", config.hostname, config.queue);
+    let token = match (&config.connection_string, config.token_reads) {
+        (Some(text), _) => credential::ConnectionString::parse(text)?
+            .sas_token(&audience, OffsetDateTime::now_utc()),
+        (None, TokenReads::Once) => credential::read_once_token().await?,
+        (None, TokenReads::EachRequest) => credential::workload_identity_token().await?,
+    };
 
     let mut connection = amqp::connect(&config).await?;
     let mut session = Session::begin(&mut connection)
         .await
         .context("beginning an AMQP session failed")?;
-    let audience = format!("sb://{}/{}", config.hostname, config.queue);
     amqp::put_token(
         &mut session,
         &audience,
-        token.token.secret(),
+        token.token_type,
+        &token.token,
         token.expires_on,
     )
     .await?;
@@ -74,6 +74,7 @@ async fn produce(
 ) -> Result<()> {
     let mut sender = Sender::attach(session, "servicebusdemo-sender", config.queue.as_str())
         .await
+        .map_err(amqp::describe_attach_error)
         .with_context(|| format!("attaching a sender to queue '{}' failed", config.queue))?;
     let mut batch = amqp::Batch::default();
     for _ in 0..config.message_count {

@@ -235,6 +235,12 @@ impl Runner {
             .map(Regex::new)
             .transpose()
             .map_err(|e| StepError::Precondition(format!("invalid `path` regex: {e}")))?;
+        let body = expected
+            .body
+            .as_deref()
+            .map(Regex::new)
+            .transpose()
+            .map_err(|e| StepError::Precondition(format!("invalid `body` regex: {e}")))?;
         let requests = server.received_requests().await.unwrap_or_default();
         let count = requests
             .iter()
@@ -245,6 +251,10 @@ impl Runner {
                     .is_none_or(|m| r.method.as_str().eq_ignore_ascii_case(m))
             })
             .filter(|r| path.as_ref().is_none_or(|p| p.is_match(r.url.path())))
+            .filter(|r| {
+                body.as_ref()
+                    .is_none_or(|b| b.is_match(&String::from_utf8_lossy(&r.body)))
+            })
             .count();
         let what = format!(
             "{} {} requests to {:?}{}",

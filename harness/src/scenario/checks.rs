@@ -55,6 +55,7 @@ pub(super) fn check_step(step: &Step) -> Result<(), String> {
         Command::Expect(expectations) => {
             if let Some(requests) = &expectations.requests {
                 check_regex(requests.path.as_deref())?;
+                check_regex(requests.body.as_deref())?;
             }
             Ok(())
         }

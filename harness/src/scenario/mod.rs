@@ -330,7 +330,11 @@ impl LoadedScenario {
                 )));
             }
         }
-        serde_yaml::from_value(value.clone()).map_err(|e| error(e.to_string()))
+        serde_yaml::from_value(value.clone()).map_err(|e| {
+            error(format!(
+                "{e}; docs/scenarios.md shows each step's fields, and docs/scenario.schema.json lists them"
+            ))
+        })
     }
 }
 

@@ -271,7 +271,7 @@ pub struct Change {
     #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
     pub set: Option<Value>,
     /// Sets the step's expected error (`patch`).
-    #[serde(default)]
+    #[serde(default, rename = "expect_error")]
     pub expect_error: Option<ExpectedError>,
     /// Sets the step's time limit (`patch`).
     #[serde(default)]
@@ -488,6 +488,10 @@ pub struct RequestExpectation {
     /// Regular expression the path must match; any path when absent.
     #[serde(default)]
     pub path: Option<String>,
+    /// Regular expression the body must match, e.g. `client_assertion=` for federated
+    /// token requests; any body when absent.
+    #[serde(default)]
+    pub body: Option<String>,
     /// Number of matching requests since the fakes started.
     pub count: usize,
 }
