@@ -106,8 +106,9 @@ async fn azure_identity_credentials_get_verified_tokens() {
         .build()
         .unwrap();
 
-    let mut secret_options = ClientSecretCredentialOptions::default();
-    secret_options.client_options = client_options(&login);
+    let secret_options = ClientSecretCredentialOptions {
+        client_options: client_options(&login),
+    };
     let secret_credential = ClientSecretCredential::new(
         tenant_a.as_str(),
         operator_client.to_string(),
@@ -132,15 +133,13 @@ async fn azure_identity_credentials_get_verified_tokens() {
 
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), &assertion).unwrap();
-    let workload_options = |tenant: &str| {
-        let mut assertion_options = ClientAssertionCredentialOptions::default();
-        assertion_options.client_options = client_options(&login);
-        let mut options = WorkloadIdentityCredentialOptions::default();
-        options.credential_options = assertion_options;
-        options.client_id = Some(identity_client.to_string());
-        options.tenant_id = Some(tenant.to_owned());
-        options.token_file_path = Some(token_file.path().to_path_buf());
-        options
+    let workload_options = |tenant: &str| WorkloadIdentityCredentialOptions {
+        credential_options: ClientAssertionCredentialOptions {
+            client_options: client_options(&login),
+        },
+        client_id: Some(identity_client.to_string()),
+        tenant_id: Some(tenant.to_owned()),
+        token_file_path: Some(token_file.path().to_path_buf()),
     };
     let workload =
         WorkloadIdentityCredential::new(Some(workload_options(tenant_b.as_str()))).unwrap();
