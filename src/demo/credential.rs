@@ -1,4 +1,4 @@
-//! How the demo gets the token it authorizes the queue with: the workload identity
+//! Sources of the token the demo authorizes the queue with: the workload identity
 //! credential (the sample's behaviour), a credential that keeps the first assertion it read
 //! (as `azure_identity` 0.20 did), or a shared access signature from a connection string.
 
@@ -65,7 +65,7 @@ impl ClientAssertion for KeptAssertion {
 }
 
 /// Reads the federated token file once, gets a token with it, waits until the kubelet
-/// rotates the file, then asks for a new token with the assertion it kept. The second
+/// rotates the file, then requests a new token with the assertion it kept. The second
 /// request fails once the kept assertion has expired, which is what a client that caches
 /// the file meets when its access token runs out.
 pub async fn read_once_token() -> Result<CbsToken> {

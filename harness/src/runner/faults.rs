@@ -4,7 +4,7 @@
 //!
 //! HTTP faults are wiremock mocks mounted above the model-backed responder (which sits at
 //! the lowest priority), so they apply to matching requests only and end with the scenario's
-//! fakes. A `reset` is modelled as a response delayed by an hour: the client sees no answer,
+//! fakes. A `reset` is modelled as a response delayed by an hour: the client gets no response,
 //! as after a reset connection, and the step fails at its `timeout`. wiremock always writes
 //! well-formed HTTP, so a malformed response is not modelled.
 
@@ -29,7 +29,7 @@ use crate::scenario::{
 /// Priority of injected faults: above the model's responder, below nothing a test mounts
 /// itself at priority 1.
 const FAULT_PRIORITY: u8 = 2;
-/// How long a `reset` fault holds the response back.
+/// Delay of the response to a request that a `reset` fault matches.
 const RESET_DELAY: Duration = Duration::from_secs(3600);
 
 /// Matches requests by method and path, and picks each with a probability.
@@ -277,7 +277,7 @@ impl Runner {
         Ok(what)
     }
 
-    /// The request or workload log line behind a failed step, for the report.
+    /// Finds the request or workload log line behind a failed step, for the report.
     pub(super) async fn evidence(&self, error: &StepError) -> Option<String> {
         match error {
             StepError::Client(client) => {
@@ -309,7 +309,7 @@ impl Runner {
     }
 }
 
-/// The last request a wiremock server received, as `METHOD /path`.
+/// Formats the last request a wiremock server received as `METHOD /path`.
 async fn last_request(server: &MockServer) -> Option<String> {
     let requests = server.received_requests().await?;
     let request = requests.last()?;

@@ -476,7 +476,7 @@ fn key_line(text: &str, key: &str) -> usize {
         .map_or(1, |index| index + 1)
 }
 
-/// The JSON Schema of scenario files, generated from [`Scenario`].
+/// Generates the JSON Schema of scenario files from [`Scenario`].
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(Scenario);
     let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes to JSON");

@@ -51,7 +51,7 @@ pub struct Step {
     /// The step must fail with this error; the step passes when it does.
     #[serde(default)]
     pub expect_error: Option<ExpectedError>,
-    /// Longest time the step may take, e.g. `5s`; it fails with "timed out" after that.
+    /// Maximum duration of the step, e.g. `5s`. After it the step fails with "timed out".
     #[serde(default)]
     pub timeout: Option<String>,
 }
@@ -102,7 +102,7 @@ pub enum Command {
     Wait(WaitArgs),
     /// Checks the state of the system.
     #[serde(rename = "expect")]
-    Expect(Expectations),
+    Expect(Box<Expectations>),
     /// Moves the model's clock forward (fakes only), e.g. `90s`, `2h`.
     #[serde(rename = "advance clock")]
     AdvanceClock(String),
@@ -111,7 +111,7 @@ pub enum Command {
     Set(DelaySettings),
     /// Injects a fault into a fake (fakes only) for the rest of the scenario.
     #[serde(rename = "fault")]
-    Fault(Fault),
+    Fault(Box<Fault>),
 }
 
 /// Options of `account show`; none are needed.
@@ -220,7 +220,7 @@ pub enum FaultService {
     Servicebus,
 }
 
-/// Where an AMQP fault hits.
+/// The point of the AMQP exchange where a fault applies.
 #[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum AmqpFaultPoint {
@@ -230,7 +230,7 @@ pub enum AmqpFaultPoint {
     Transfer,
 }
 
-/// How an AMQP fault fails the operation.
+/// The broker's response in place of the faulted operation.
 #[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum AmqpFaultAction {
