@@ -34,8 +34,8 @@ struct Cli {
 enum Commands {
     /// Run scenario files against fresh fakes; exits 0 when every expectation holds, 1 otherwise.
     Run {
-        /// Scenario files (YAML).
-        #[arg(required = true)]
+        /// Scenario files (YAML). Checked after `--report`, which may take the first one as
+        /// its FILE.
         files: Vec<PathBuf>,
         /// Also write a machine-readable report: `json` (to stdout; the step list then goes
         /// to stderr) or `junit FILE` (JUnit XML written to FILE).
@@ -179,7 +179,9 @@ fn report_format(values: Vec<String>, files: &mut Vec<PathBuf>) -> anyhow::Resul
             anyhow::bail!("--report junit needs a file to write, e.g. --report junit report.xml")
         }
         (Some(other), _) => {
-            anyhow::bail!("unknown report format '{other}'; use --report json or --report junit FILE")
+            anyhow::bail!(
+                "unknown report format '{other}'; use --report json or --report junit FILE"
+            )
         }
     }
 }
@@ -191,6 +193,11 @@ async fn run(
 ) -> anyhow::Result<bool> {
     let target_options = target.options(&["a", "b"])?;
     let format = report_format(report, &mut files)?;
+    if files.is_empty() {
+        anyhow::bail!(
+            "no scenario files given; name one or more, e.g. `xtenant run scenarios/cross-tenant-producer.yaml`"
+        );
+    }
     let workload_exe = std::env::current_exe()
         .context("cannot find the xtenant executable to run workloads with")?;
     let options = RunOptions { workload_exe };
