@@ -11,7 +11,7 @@ use xtenant_harness::cluster::kind::KindOptions;
 use xtenant_harness::drift::{Recorder, Recording, compare, render_report};
 use xtenant_harness::target::{ClusterBackend, TargetKind, TargetOptions};
 
-/// Which cluster runs the scenario's workloads.
+/// The cluster backend that runs the scenario's workloads.
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum ClusterChoice {
     /// In-process, no Docker.
@@ -21,7 +21,7 @@ pub enum ClusterChoice {
     Kind,
 }
 
-/// Which cloud the scenarios run against.
+/// The cloud the scenarios run against.
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum TargetChoice {
     /// Fresh fakes per scenario.
@@ -33,7 +33,7 @@ pub enum TargetChoice {
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct TargetArgs {
-    /// Cluster backend that stands in for AKS clusters.
+    /// Cluster backend that replaces AKS clusters.
     #[arg(long, value_enum, default_value_t)]
     pub cluster: ClusterChoice,
     /// Use this existing kind cluster and keep it after the run.

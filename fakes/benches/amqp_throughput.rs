@@ -82,7 +82,7 @@ impl Settings {
     fn from_args() -> Result<Self> {
         let mut settings = Settings {
             single: 5_000,
-            messages: 20_000,
+            messages: 15_000,
             batch_size: 100,
             credit: 500,
             repetitions: 3,
