@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(feature = "live-azure")]
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use xtenant_harness::cluster::kind::KindOptions;

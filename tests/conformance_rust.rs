@@ -27,9 +27,10 @@ const SUBJECT: &str = "system:serviceaccount:default:myserviceaccount";
 fn client_options(authority: &str) -> ClientOptions {
     let mut cloud = CustomConfiguration::default();
     cloud.authority_host = authority.to_owned();
-    let mut options = ClientOptions::default();
-    options.cloud = Some(Arc::new(CloudConfiguration::Custom(cloud)));
-    options
+    ClientOptions {
+        cloud: Some(Arc::new(CloudConfiguration::Custom(cloud))),
+        ..Default::default()
+    }
 }
 
 async fn tenant_keys(http: &reqwest::Client, login: &str, tenant: &str) -> Vec<PublicKey> {

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use tracing_subscriber::fmt::MakeWriter;
 use xtenant_harness::runner::{RunOptions, Runner};
 use xtenant_harness::scenario::LoadedScenario;
-use xtenant_harness::target::Credential;
 
 /// Collects everything the subscriber writes.
 #[derive(Clone, Default)]
