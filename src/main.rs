@@ -211,9 +211,13 @@ async fn run(
     for file in &files {
         let shown = file.display().to_string();
         show(&format!("scenario {shown}"));
-        let report = run_file_on(file, &options, &target_options, |step| show(&step.render()))
-            .await
-            .with_context(|| format!("{shown}: the scenario could not start"))?;
+        let running = run_file_on(file, &options, &target_options, |step| show(&step.render()));
+        // Dropping the run on Ctrl-C drops its clusters: the embedded cluster kills its
+        // processes and a kind cluster created for the run is deleted.
+        let report = tokio::select! {
+            report = running => report.with_context(|| format!("{shown}: the scenario could not start"))?,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted during {shown}; its clusters were cleaned up"),
+        };
         show(&format!("{}\n", report.summary()));
         reports.push(report);
     }
