@@ -79,7 +79,12 @@ struct Settings {
 
 impl Settings {
     /// Reads the options after `cargo bench --`, skipping the `--bench` flag Cargo adds.
-    fn from_args() -> Result<Self> {
+    /// Returns `None` without that flag: `cargo test --all-targets` runs benches without it,
+    /// and the benchmark must not run as a test.
+    fn from_args() -> Result<Option<Self>> {
+        if !std::env::args().any(|arg| arg == "--bench") {
+            return Ok(None);
+        }
         let mut settings = Settings {
             single: 5_000,
             messages: 15_000,
@@ -111,7 +116,7 @@ impl Settings {
                 ),
             }
         }
-        Ok(settings)
+        Ok(Some(settings))
     }
 }
 
@@ -490,7 +495,10 @@ fn print_table(settings: &Settings, fake: &[Figures], rabbit: &[Figures]) {
 }
 
 fn main() -> Result<()> {
-    let settings = Settings::from_args()?;
+    let Some(settings) = Settings::from_args()? else {
+        println!("amqp_throughput runs under `cargo bench` or ci/bench-amqp only; skipped");
+        return Ok(());
+    };
     let rabbit_url = std::env::var("BENCH_RABBITMQ_URL").ok();
 
     // The fake gets a runtime and threads of its own, as a broker process would.
