@@ -20,10 +20,7 @@ use super::errors::ArmError;
 use super::response::ArmResponse;
 use super::routes::MANAGED_IDENTITY;
 use super::{Context, Parent, required_location, tags};
-use crate::cloud::{
-    ClientId, FederatedCredential, ObjectId, Principal, PrincipalKind, ResourceId,
-    UserAssignedIdentity,
-};
+use crate::cloud::{FederatedCredential, ResourceId, UserAssignedIdentity};
 
 const IDENTITY_READ: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/read";
 const IDENTITY_WRITE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/write";
@@ -117,29 +114,12 @@ fn put_identity(
         return Ok(ArmResponse::json(200, identity_json(existing)));
     }
 
-    let now = context.cloud.now();
     let tenant = context.tenant();
-    let principal = Principal {
-        object_id: ObjectId::random(),
-        client_id: ClientId::random(),
-        tenant: tenant.clone(),
-        display_name: id.name().to_owned(),
-        kind: PrincipalKind::ManagedIdentity {
-            resource_id: id.clone(),
-        },
-        created_at: now,
-    };
-    let identity = UserAssignedIdentity {
-        id: id.clone(),
-        tenant,
-        location,
-        tags: tags(&body),
-        principal_id: principal.object_id.clone(),
-        client_id: principal.client_id.clone(),
-        created_at: now,
-    };
+    let mut identity = context
+        .cloud
+        .create_user_assigned_identity(id.clone(), &tenant, &location);
+    identity.tags = tags(&body);
     let response = identity_json(&identity);
-    context.cloud.principals.push(principal);
     context.cloud.identities.insert(id.key(), identity);
     Ok(ArmResponse::json(201, response))
 }
