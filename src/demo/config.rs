@@ -28,7 +28,8 @@ pub struct Config {
     pub endpoint: Endpoint,
     /// `FEDERATED_TOKEN_READS`: `each-request` (default) uses `WorkloadIdentityCredential`;
     /// `once` keeps the first assertion read from the token file, as `azure_identity` 0.20
-    /// did, and asks for a second token with it after the kubelet rotates the file.
+    /// did, and asks for a second token with it after the kubelet rotates the file;
+    /// `again-after-rotation` asks for the second token with the rotated file's contents.
     pub token_reads: TokenReads,
     /// `SERVICEBUS_CONNECTION_STRING`: when set, the demo authorizes with a shared access
     /// signature signed with its key instead of an Entra token.
@@ -40,6 +41,7 @@ pub struct Config {
 pub enum TokenReads {
     EachRequest,
     Once,
+    AgainAfterRotation,
 }
 
 /// Where to dial and whether to start TLS there.
@@ -84,9 +86,10 @@ impl Config {
         let token_reads = match lookup("FEDERATED_TOKEN_READS").as_deref() {
             None | Some("each-request") => TokenReads::EachRequest,
             Some("once") => TokenReads::Once,
-            Some(other) => {
-                bail!("FEDERATED_TOKEN_READS is '{other}'; set it to 'each-request' or 'once'")
-            }
+            Some("again-after-rotation") => TokenReads::AgainAfterRotation,
+            Some(other) => bail!(
+                "FEDERATED_TOKEN_READS is '{other}'; set it to 'each-request', 'once' or 'again-after-rotation'"
+            ),
         };
         Ok(Self {
             mode,

@@ -64,11 +64,12 @@ impl ClientAssertion for KeptAssertion {
     }
 }
 
-/// Reads the federated token file once, gets a token with it, waits until the kubelet
-/// rotates the file, then requests a new token with the assertion it kept. The second
-/// request fails once the kept assertion has expired, which is what a client that caches
-/// the file meets when its access token runs out.
-pub async fn read_once_token() -> Result<CbsToken> {
+/// Reads the federated token file, gets a token with it, waits until the kubelet rotates
+/// the file, then requests a new token: with the assertion it kept when `keep_assertion`,
+/// else with the rotated file's contents. With the kept assertion the second request fails
+/// once that assertion has expired, which is what a client that caches the file meets when
+/// its access token runs out; a client that reads the file again keeps working.
+pub async fn token_after_rotation(keep_assertion: bool) -> Result<CbsToken> {
     let variable = |name: &str| {
         std::env::var(name)
             .ok()
@@ -80,9 +81,9 @@ pub async fn read_once_token() -> Result<CbsToken> {
     let path = variable("AZURE_FEDERATED_TOKEN_FILE")?;
     let assertion = std::fs::read_to_string(&path)
         .with_context(|| format!("reading the federated token file {path} failed"))?;
-    println!("Read the federated token file once; keeping the assertion in memory");
+    println!("Read the federated token file");
     let first = kept_assertion_token(&tenant, &client, &assertion).await?;
-    println!("Got a Service Bus token with the kept assertion");
+    println!("Got a Service Bus token with the assertion read from the file");
 
     let waited = tokio::time::timeout(ROTATION_WAIT, async {
         loop {
@@ -96,9 +97,17 @@ pub async fn read_once_token() -> Result<CbsToken> {
     if waited.is_err() {
         bail!("the token file was not rotated within {ROTATION_WAIT:?}");
     }
-    println!("The kubelet rotated the token file; requesting a new token with the kept assertion");
     drop(first);
-    kept_assertion_token(&tenant, &client, &assertion).await
+    if keep_assertion {
+        println!(
+            "The kubelet rotated the token file; requesting a new token with the kept assertion"
+        );
+        return kept_assertion_token(&tenant, &client, &assertion).await;
+    }
+    let rotated = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the federated token file {path} failed"))?;
+    println!("The kubelet rotated the token file; requesting a new token with the rotated file");
+    kept_assertion_token(&tenant, &client, &rotated).await
 }
 
 async fn kept_assertion_token(tenant: &str, client: &str, assertion: &str) -> Result<CbsToken> {

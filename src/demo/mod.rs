@@ -35,7 +35,8 @@ pub async fn run() -> Result<()> {
     let token = match (&config.connection_string, config.token_reads) {
         (Some(text), _) => credential::ConnectionString::parse(text)?
             .sas_token(&audience, OffsetDateTime::now_utc()),
-        (None, TokenReads::Once) => credential::read_once_token().await?,
+        (None, TokenReads::Once) => credential::token_after_rotation(true).await?,
+        (None, TokenReads::AgainAfterRotation) => credential::token_after_rotation(false).await?,
         (None, TokenReads::EachRequest) => credential::workload_identity_token().await?,
     };
 
