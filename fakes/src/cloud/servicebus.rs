@@ -174,6 +174,10 @@ pub struct Queue {
     /// Message sessions by session id (case-sensitive, as in Service Bus).
     pub sessions: BTreeMap<String, MessageSession>,
     next_sequence_number: i64,
+    /// Earliest time at which `apply_time` may have work: a scheduled message's enqueue
+    /// time or an expiry. `None` when no message has either. It may be earlier than
+    /// needed, which only costs a pass.
+    next_due: Option<OffsetDateTime>,
 }
 
 impl Queue {
@@ -188,6 +192,7 @@ impl Queue {
             dead_letters: VecDeque::new(),
             sessions: BTreeMap::new(),
             next_sequence_number: 1,
+            next_due: None,
         }
     }
 
@@ -224,6 +229,10 @@ impl Queue {
             (Some(own), Some(default)) => Some(own.min(default)),
             (own, default) => own.or(default),
         };
+        let expires_at = time_to_live.map(|ttl| enqueued_at + ttl);
+        for due in [scheduled, expires_at].into_iter().flatten() {
+            self.next_due = Some(self.next_due.map_or(due, |next| next.min(due)));
+        }
         self.messages.push_back(StoredMessage {
             sequence_number,
             enqueued_at,
@@ -238,7 +247,7 @@ impl Queue {
             },
             session_id: message.session_id,
             scheduled_enqueue_at: message.scheduled_enqueue_at,
-            expires_at: time_to_live.map(|ttl| enqueued_at + ttl),
+            expires_at,
             dead_letter: None,
         });
         sequence_number
@@ -279,6 +288,10 @@ impl Queue {
     /// `deadLetteringOnMessageExpiration`, dead-lettered. Every receive, peek and send runs
     /// this first; ARM counts read the queue as this last left it.
     pub fn apply_time(&mut self, now: OffsetDateTime) {
+        // Without this check every receive would scan and rebuild the whole queue.
+        if self.next_due.is_none_or(|due| due > now) {
+            return;
+        }
         for message in &mut self.messages {
             if message.state == MessageState::Scheduled
                 && message.scheduled_enqueue_at.is_none_or(|at| at <= now)
@@ -307,6 +320,7 @@ impl Queue {
             }
         }
         self.messages = kept;
+        self.next_due = self.messages.iter().filter_map(due_at).min();
         // Messages in the dead-letter queue do not expire (Service Bus ignores their TTL).
     }
 
@@ -711,6 +725,16 @@ pub enum SendError {
          set to a valid value."
     )]
     SessionIdMissing,
+}
+
+/// The time from which `apply_time` has work on `message`: its scheduled enqueue time or
+/// its expiry. An expired message that a lock kept is due at once, because an abandon can
+/// release that lock before it ends.
+fn due_at(message: &StoredMessage) -> Option<OffsetDateTime> {
+    if message.state == MessageState::Scheduled {
+        return message.scheduled_enqueue_at;
+    }
+    message.expires_at
 }
 
 fn is_unlocked(message: &StoredMessage, now: OffsetDateTime) -> bool {
