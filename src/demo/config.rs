@@ -14,8 +14,8 @@ pub enum Mode {
 pub struct Config {
     /// `OPERATION_MODE`: `producer` or `consumer`.
     pub mode: Mode,
-    /// `MESSAGE_COUNT`: messages the producer sends (default 100). The consumer receives
-    /// until the queue is empty whatever this is.
+    /// `MESSAGE_COUNT`: messages the producer sends (default 100), and the most the
+    /// consumer receives; the consumer also stops once the queue stays empty.
     pub message_count: usize,
     /// `AZURE_SERVICEBUS_QUEUE_NAME`.
     pub queue: String,

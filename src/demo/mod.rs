@@ -102,7 +102,8 @@ async fn consume(
         .await
         .with_context(|| format!("attaching a receiver to queue '{}' failed", config.queue))?;
     let mut received = 0usize;
-    loop {
+    // The consumer stops after MESSAGE_COUNT messages, or once the queue stays empty.
+    while received < config.message_count {
         let next = tokio::time::timeout(RECEIVE_IDLE_TIMEOUT, receiver.recv::<Body<Value>>()).await;
         let Ok(delivery) = next else { break };
         let delivery = delivery.context("receiving a message failed")?;
