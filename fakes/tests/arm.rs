@@ -636,6 +636,33 @@ async fn cluster_creation_follows_model_clock() {
 }
 
 #[tokio::test]
+async fn namespace_provisioning_follows_model_clock() {
+    let arm = Arm::start().await;
+    lock(&arm.cloud).delays.operation_duration = Duration::minutes(2);
+    let group = arm.group_path(&arm.subscription_a, "rg-a");
+    arm.call(
+        "PUT",
+        &group,
+        &arm.token_a,
+        Some(json!({"location": "eastus"})),
+    )
+    .await;
+    let namespace_path = format!("{group}/providers/Microsoft.ServiceBus/namespaces/sbns-clock01");
+    let body = json!({"location": "eastus", "sku": {"name": "Standard", "tier": "Standard"}});
+
+    let created = arm
+        .call("PUT", &namespace_path, &arm.token_a, Some(body))
+        .await;
+    assert_eq!(created.body["properties"]["provisioningState"], "Created");
+    assert_eq!(created.body["properties"]["status"], "Activating");
+
+    arm.advance(Duration::minutes(3));
+    let shown = arm.call("GET", &namespace_path, &arm.token_a, None).await;
+    assert_eq!(shown.body["properties"]["provisioningState"], "Succeeded");
+    assert_eq!(shown.body["properties"]["status"], "Active");
+}
+
+#[tokio::test]
 async fn group_deletion_shows_deleting_until_done() {
     let arm = Arm::start().await;
     lock(&arm.cloud).delays.operation_duration = Duration::minutes(5);

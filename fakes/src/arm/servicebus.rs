@@ -2,8 +2,10 @@
 //!
 //! Namespace names are global: the model keys namespaces by lower-cased name across every
 //! subscription, and a taken name gets a 400 `BadRequest` from Service Bus, not a 409.
-//! Creates finish synchronously with `provisioningState: Succeeded`, which the Azure CLI
-//! accepts without polling. A queue PUT answers 200 for both create and update, because the
+//! A new namespace reports `provisioningState: Created` and `status: Activating` until the
+//! model's operation duration has passed since its creation, then `Succeeded` and `Active`,
+//! as Azure's namespaces do; the Azure CLI polls the namespace until then. With the default
+//! duration of zero a create answers `Succeeded` at once. A queue PUT answers 200 for both create and update, because the
 //! CLI's generated `servicebus queue create` treats any other status as an error.
 
 use serde_json::{Map, Value, json};
@@ -14,7 +16,7 @@ use super::errors::ArmError;
 use super::response::{ArmResponse, timestamp};
 use super::routes::SERVICE_BUS;
 use super::{Context, Parent, required_location};
-use crate::cloud::{Namespace, Queue, QueueProperties, ResourceId, SubscriptionId};
+use crate::cloud::{Cloud, Namespace, Queue, QueueProperties, ResourceId, SubscriptionId};
 
 const NAMESPACE_READ: &str = "Microsoft.ServiceBus/namespaces/read";
 const NAMESPACE_WRITE: &str = "Microsoft.ServiceBus/namespaces/write";
@@ -43,7 +45,10 @@ pub fn namespace(
         "GET" => {
             context.authorize(&id, NAMESPACE_READ)?;
             let namespace = find_namespace(context, parent, &id)?;
-            Ok(ArmResponse::json(200, namespace_json(namespace)))
+            Ok(ArmResponse::json(
+                200,
+                namespace_json(namespace, context.cloud),
+            ))
         }
         "DELETE" => {
             context.authorize(&id, NAMESPACE_DELETE)?;
@@ -143,7 +148,8 @@ fn put_namespace(
         if let Some(sku) = sku {
             existing.sku = sku;
         }
-        return Ok(ArmResponse::json(200, namespace_json(existing)));
+        let body = namespace_json(&context.cloud.namespaces[&key], context.cloud);
+        return Ok(ArmResponse::json(200, body));
     }
 
     let namespace = Namespace {
@@ -157,7 +163,7 @@ fn put_namespace(
         created_at: context.cloud.now(),
         queues: Default::default(),
     };
-    let body = namespace_json(&namespace);
+    let body = namespace_json(&namespace, context.cloud);
     context.cloud.namespaces.insert(key, namespace);
     Ok(ArmResponse::json(201, body))
 }
@@ -348,8 +354,15 @@ fn bool_property(object: &Map<String, Value>, key: &str) -> Result<Option<bool>,
     }
 }
 
-fn namespace_json(namespace: &Namespace) -> Value {
+/// A namespace as ARM returns it; provisioning finishes `operation_duration` after creation.
+fn namespace_json(namespace: &Namespace, cloud: &Cloud) -> Value {
     let created = timestamp(namespace.created_at);
+    let provisioned = namespace.created_at + cloud.delays.operation_duration <= cloud.now();
+    let (state, status) = if provisioned {
+        ("Succeeded", "Active")
+    } else {
+        ("Created", "Activating")
+    };
     json!({
         "sku": {"name": namespace.sku, "tier": namespace.sku},
         "id": namespace.id.as_str(),
@@ -362,12 +375,12 @@ fn namespace_json(namespace: &Namespace) -> Value {
             "publicNetworkAccess": "Enabled",
             "disableLocalAuth": namespace.disable_local_auth,
             "zoneRedundant": false,
-            "provisioningState": "Succeeded",
+            "provisioningState": state,
             "metricId": format!("{}:{}", namespace.subscription, namespace.name.to_ascii_lowercase()),
             "createdAt": created,
             "updatedAt": created,
             "serviceBusEndpoint": format!("https://{}:443/", namespace.host_name()),
-            "status": "Active",
+            "status": status,
         },
     })
 }
