@@ -636,6 +636,62 @@ async fn cluster_creation_follows_model_clock() {
 }
 
 #[tokio::test]
+async fn credential_on_unreplicated_identity_has_no_parent() {
+    let arm = Arm::start().await;
+    lock(&arm.cloud).delays.identity_replication = Duration::seconds(30);
+    let group = arm.group_path(&arm.subscription_a, "rg-a");
+    arm.call(
+        "PUT",
+        &group,
+        &arm.token_a,
+        Some(json!({"location": "eastus"})),
+    )
+    .await;
+    let identity =
+        format!("{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1");
+    arm.call(
+        "PUT",
+        &identity,
+        &arm.token_a,
+        Some(json!({"location": "eastus"})),
+    )
+    .await;
+    let credential =
+        format!("{identity}/federatedIdentityCredentials/fic1?api-version={API_VERSION}");
+    let body = json!({"properties": {
+        "issuer": "https://issuer.test/",
+        "subject": "system:serviceaccount:default:sa",
+        "audiences": ["api://AzureADTokenExchange"],
+    }});
+
+    let early = arm
+        .send(
+            "PUT",
+            &credential,
+            Some(&arm.token_a),
+            Some(body.to_string()),
+        )
+        .await;
+    assert_eq!(early.status, 404, "{}", early.body);
+    assert_eq!(early.body["error"]["code"], "ParentResourceNotFound");
+    assert_eq!(
+        early.body["error"]["message"],
+        "The parent user-assigned identity doesn't exist."
+    );
+
+    arm.advance(Duration::seconds(31));
+    let later = arm
+        .send(
+            "PUT",
+            &credential,
+            Some(&arm.token_a),
+            Some(body.to_string()),
+        )
+        .await;
+    assert_eq!(later.status, 201, "{}", later.body);
+}
+
+#[tokio::test]
 async fn namespace_provisioning_follows_model_clock() {
     let arm = Arm::start().await;
     lock(&arm.cloud).delays.operation_duration = Duration::minutes(2);

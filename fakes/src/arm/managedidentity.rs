@@ -285,7 +285,13 @@ fn put_credential(
     )?;
     let body = context.body()?;
     context.writable_group(parent)?;
-    let identity_id = parent_identity(context, parent, identity_id)?.id.clone();
+    let identity = parent_identity(context, parent, identity_id)?;
+    // The federated credential service sees a new identity only after it replicates, so a
+    // credential written right after its identity finds no parent, as on Azure.
+    if identity.created_at + context.cloud.delays.identity_replication > context.cloud.now() {
+        return Err(ArmError::parent_identity_not_found());
+    }
+    let identity_id = identity.id.clone();
     let id = identity_id.join(&format!("federatedIdentityCredentials/{name}"));
     let request = credential_request(name, &body)?;
     reject_concurrent_write(context, &identity_id)?;
