@@ -234,25 +234,13 @@ fn add_identity(
         session_properties,
         now,
     );
-    cloud.namespaces.insert(
-        NAMESPACE.into(),
-        Namespace {
-            id: namespace_id.clone(),
-            name: NAMESPACE.into(),
-            tenant: tenant.clone(),
-            subscription: namespace_id.subscription().unwrap(),
-            location: "eastus".into(),
-            sku: "Standard".into(),
-            disable_local_auth: true,
-            created_at: now,
-            queues: [
-                (QUEUE.to_owned(), queue),
-                (SESSION_QUEUE.to_owned(), session_queue),
-            ]
-            .into_iter()
-            .collect(),
-        },
-    );
+    let mut namespace = Namespace::new(namespace_id.clone(), tenant.clone(), "eastus", now);
+    namespace.disable_local_auth = true;
+    namespace.queues.insert(QUEUE.to_owned(), queue);
+    namespace
+        .queues
+        .insert(SESSION_QUEUE.to_owned(), session_queue);
+    cloud.namespaces.insert(NAMESPACE.into(), namespace);
 
     let role = RoleDefinition::by_name("Azure Service Bus Data Owner").unwrap();
     let assignment_id = namespace_id.join(&format!(

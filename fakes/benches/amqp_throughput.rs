@@ -386,17 +386,9 @@ fn provision(cloud: &SharedCloud) -> Result<Principal> {
         QueueProperties::default(),
         now,
     );
-    let namespace = Namespace {
-        id: namespace_id.clone(),
-        name: NAMESPACE.into(),
-        tenant: tenant.clone(),
-        subscription: namespace_id.subscription().ok_or("no subscription id")?,
-        location: "eastus".into(),
-        sku: "Standard".into(),
-        disable_local_auth: true,
-        created_at: now,
-        queues: [(QUEUE.to_owned(), queue)].into_iter().collect(),
-    };
+    let mut namespace = Namespace::new(namespace_id.clone(), tenant.clone(), "eastus", now);
+    namespace.disable_local_auth = true;
+    namespace.queues.insert(QUEUE.to_owned(), queue);
     cloud.namespaces.insert(NAMESPACE.into(), namespace);
 
     let principal = cloud

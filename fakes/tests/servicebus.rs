@@ -139,17 +139,9 @@ fn add_namespace(cloud: &mut Cloud, id: &ResourceId, tenant: &TenantId) {
         QueueProperties::default(),
         now,
     );
-    let namespace = Namespace {
-        id: id.clone(),
-        name: "ns1".into(),
-        tenant: tenant.clone(),
-        subscription: id.subscription().unwrap(),
-        location: "eastus".into(),
-        sku: "Standard".into(),
-        disable_local_auth: true,
-        created_at: now,
-        queues: [(QUEUE.to_owned(), queue)].into_iter().collect(),
-    };
+    let mut namespace = Namespace::new(id.clone(), tenant.clone(), "eastus", now);
+    namespace.disable_local_auth = true;
+    namespace.queues.insert(QUEUE.to_owned(), queue);
     cloud.namespaces.insert("ns1".into(), namespace);
 }
 

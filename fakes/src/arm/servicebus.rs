@@ -16,7 +16,7 @@ use super::errors::ArmError;
 use super::response::{ArmResponse, timestamp};
 use super::routes::SERVICE_BUS;
 use super::{Context, Parent, required_location};
-use crate::cloud::{Cloud, Namespace, Queue, QueueProperties, ResourceId, SubscriptionId};
+use crate::cloud::{Cloud, Namespace, Queue, QueueProperties, ResourceId};
 
 const NAMESPACE_READ: &str = "Microsoft.ServiceBus/namespaces/read";
 const NAMESPACE_WRITE: &str = "Microsoft.ServiceBus/namespaces/write";
@@ -152,17 +152,11 @@ fn put_namespace(
         return Ok(ArmResponse::json(200, body));
     }
 
-    let namespace = Namespace {
-        id,
-        name,
-        tenant: context.tenant(),
-        subscription: SubscriptionId::new(parent.subscription.clone()),
-        location,
-        sku: sku.unwrap_or_else(|| "Standard".to_owned()),
-        disable_local_auth: disable_local_auth.unwrap_or(false),
-        created_at: context.cloud.now(),
-        queues: Default::default(),
-    };
+    let mut namespace = Namespace::new(id, context.tenant(), location, context.cloud.now());
+    if let Some(sku) = sku {
+        namespace.sku = sku;
+    }
+    namespace.disable_local_auth = disable_local_auth.unwrap_or(false);
     let body = namespace_json(&namespace, context.cloud);
     context.cloud.namespaces.insert(key, namespace);
     Ok(ArmResponse::json(201, body))

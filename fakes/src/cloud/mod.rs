@@ -10,6 +10,7 @@ pub mod faults;
 mod ids;
 pub mod rbac;
 mod resources;
+pub mod sas;
 pub mod servicebus;
 mod tokens;
 

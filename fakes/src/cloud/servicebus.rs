@@ -6,6 +6,7 @@ use bytes::Bytes;
 use time::{Duration, OffsetDateTime};
 
 use super::ids::{ResourceId, SubscriptionId, TenantId};
+use super::sas::AuthorizationRule;
 
 /// Host name suffix of Service Bus namespaces in the public cloud.
 pub const SERVICEBUS_HOST_SUFFIX: &str = ".servicebus.windows.net";
@@ -23,9 +24,41 @@ pub struct Namespace {
     pub created_at: OffsetDateTime,
     /// Queues by lower-cased name: entity names are case-insensitive.
     pub queues: BTreeMap<String, Queue>,
+    /// Shared access authorization rules by lower-cased name.
+    pub authorization_rules: BTreeMap<String, AuthorizationRule>,
 }
 
 impl Namespace {
+    /// Builds a namespace as Azure creates it by default: Standard tier, local (SAS)
+    /// authentication enabled, no queues, and a `RootManageSharedAccessKey` rule with every
+    /// right and fresh keys. The name and subscription come from `id`, which must name a
+    /// subscription.
+    pub fn new(
+        id: ResourceId,
+        tenant: TenantId,
+        location: impl Into<String>,
+        now: OffsetDateTime,
+    ) -> Self {
+        let subscription = id
+            .subscription()
+            .expect("a namespace id starts with /subscriptions/{id}");
+        let root = AuthorizationRule::root();
+        Self {
+            name: id.name().to_owned(),
+            id,
+            tenant,
+            subscription,
+            location: location.into(),
+            sku: "Standard".to_owned(),
+            disable_local_auth: false,
+            created_at: now,
+            queues: BTreeMap::new(),
+            authorization_rules: [(root.name.to_ascii_lowercase(), root)]
+                .into_iter()
+                .collect(),
+        }
+    }
+
     pub fn host_name(&self) -> String {
         format!("{}{SERVICEBUS_HOST_SUFFIX}", self.name.to_ascii_lowercase())
     }
@@ -36,6 +69,14 @@ impl Namespace {
 
     pub fn queue_mut(&mut self, name: &str) -> Option<&mut Queue> {
         self.queues.get_mut(&name.to_ascii_lowercase())
+    }
+
+    pub fn authorization_rule(&self, name: &str) -> Option<&AuthorizationRule> {
+        self.authorization_rules.get(&name.to_ascii_lowercase())
+    }
+
+    pub fn authorization_rule_mut(&mut self, name: &str) -> Option<&mut AuthorizationRule> {
+        self.authorization_rules.get_mut(&name.to_ascii_lowercase())
     }
 
     /// Largest message the namespace's tier accepts, in bytes (256 KB on Basic and Standard).

@@ -307,19 +307,14 @@ mod tests {
     #[test]
     fn unauthorized_description_names_claim_and_resource() {
         let now = OffsetDateTime::UNIX_EPOCH;
-        let namespace = Namespace {
-            id: crate::cloud::ResourceId::new(
+        let namespace = Namespace::new(
+            crate::cloud::ResourceId::new(
                 "/subscriptions/s/resourceGroups/g/providers/Microsoft.ServiceBus/namespaces/ns",
             ),
-            name: "ns".into(),
-            tenant: crate::cloud::TenantId::new("t"),
-            subscription: crate::cloud::SubscriptionId::new("s"),
-            location: "eastus".into(),
-            sku: "Standard".into(),
-            disable_local_auth: true,
-            created_at: now,
-            queues: Default::default(),
-        };
+            crate::cloud::TenantId::new("t"),
+            "eastus",
+            now,
+        );
         let text = unauthorized_description(&namespace, "q1", "Send", now);
         assert!(text.starts_with(
             "Unauthorized access. 'Send' claim(s) are required to perform this operation. Resource: 'sb://ns.servicebus.windows.net/q1'. TrackingId:"
