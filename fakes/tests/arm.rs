@@ -1600,3 +1600,283 @@ async fn health_needs_no_token() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, json!({"status": "Healthy"}));
 }
+
+/// Creates group `rg-b` and namespace `sbns-rules01` in tenant B and returns the
+/// namespace's path.
+async fn namespace_in_tenant_b(arm: &Arm) -> String {
+    let group = arm.group_path(&arm.subscription_b, "rg-b");
+    arm.call(
+        "PUT",
+        &group,
+        &arm.token_b,
+        Some(json!({"location": "eastus"})),
+    )
+    .await;
+    let namespace = format!("{group}/providers/Microsoft.ServiceBus/namespaces/sbns-rules01");
+    let created = arm
+        .call(
+            "PUT",
+            &namespace,
+            &arm.token_b,
+            Some(json!({"location": "eastus"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    namespace
+}
+
+fn rights_body(rights: &[&str]) -> Value {
+    json!({"properties": {"rights": rights}})
+}
+
+#[tokio::test]
+async fn namespace_comes_with_root_rule() {
+    let arm = Arm::start().await;
+    let namespace = namespace_in_tenant_b(&arm).await;
+
+    let listed = arm
+        .call(
+            "GET",
+            &format!("{namespace}/authorizationRules"),
+            &arm.token_b,
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200);
+    let rules = listed.body["value"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["name"], "RootManageSharedAccessKey");
+    assert_eq!(
+        rules[0]["type"],
+        "Microsoft.ServiceBus/Namespaces/AuthorizationRules"
+    );
+    assert_eq!(
+        rules[0]["id"].as_str().unwrap().to_ascii_lowercase(),
+        format!("{namespace}/authorizationRules/RootManageSharedAccessKey").to_ascii_lowercase()
+    );
+    assert_eq!(
+        rules[0]["properties"]["rights"],
+        json!(["Listen", "Manage", "Send"])
+    );
+
+    let keys = arm
+        .call(
+            "POST",
+            &format!("{namespace}/authorizationRules/RootManageSharedAccessKey/listKeys"),
+            &arm.token_b,
+            None,
+        )
+        .await;
+    assert_eq!(keys.status, 200);
+    assert_eq!(keys.body["keyName"], "RootManageSharedAccessKey");
+    let primary = keys.body["primaryKey"].as_str().unwrap();
+    let secondary = keys.body["secondaryKey"].as_str().unwrap();
+    assert_eq!(STANDARD.decode(primary).unwrap().len(), 32);
+    assert_eq!(STANDARD.decode(secondary).unwrap().len(), 32);
+    assert_ne!(primary, secondary);
+    assert_eq!(
+        keys.body["primaryConnectionString"],
+        format!(
+            "Endpoint=sb://sbns-rules01.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={primary}"
+        )
+    );
+    assert_eq!(
+        keys.body["secondaryConnectionString"],
+        format!(
+            "Endpoint=sb://sbns-rules01.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={secondary}"
+        )
+    );
+}
+
+#[tokio::test]
+async fn authorization_rule_create_show_delete() {
+    let arm = Arm::start().await;
+    let namespace = namespace_in_tenant_b(&arm).await;
+    let rule = format!("{namespace}/authorizationRules/listen-only");
+
+    let created = arm
+        .call("PUT", &rule, &arm.token_b, Some(rights_body(&["Listen"])))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(created.body["name"], "listen-only");
+    assert_eq!(created.body["properties"]["rights"], json!(["Listen"]));
+    let keys_before = arm
+        .call("POST", &format!("{rule}/listKeys"), &arm.token_b, None)
+        .await;
+
+    let updated = arm
+        .call(
+            "PUT",
+            &rule,
+            &arm.token_b,
+            Some(rights_body(&["Send", "Listen"])),
+        )
+        .await;
+    assert_eq!(updated.status, 200);
+    assert_eq!(
+        updated.body["properties"]["rights"],
+        json!(["Listen", "Send"])
+    );
+    let keys_after = arm
+        .call("POST", &format!("{rule}/listKeys"), &arm.token_b, None)
+        .await;
+    assert_eq!(
+        keys_after.body["primaryKey"], keys_before.body["primaryKey"],
+        "an update keeps the keys"
+    );
+
+    let shown = arm.call("GET", &rule, &arm.token_b, None).await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(
+        shown.body["properties"]["rights"],
+        json!(["Listen", "Send"])
+    );
+    let listed = arm
+        .call(
+            "GET",
+            &format!("{namespace}/authorizationRules"),
+            &arm.token_b,
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["value"].as_array().unwrap().len(), 2);
+
+    assert_eq!(
+        arm.call("DELETE", &rule, &arm.token_b, None).await.status,
+        200
+    );
+    let gone = arm.call("GET", &rule, &arm.token_b, None).await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.code(), "ResourceNotFound");
+    assert_eq!(
+        arm.call("DELETE", &rule, &arm.token_b, None).await.status,
+        204
+    );
+    let keys = arm
+        .call("POST", &format!("{rule}/listKeys"), &arm.token_b, None)
+        .await;
+    assert_eq!(keys.status, 404);
+}
+
+#[tokio::test]
+async fn regenerate_keys_replaces_one_key() {
+    let arm = Arm::start().await;
+    let namespace = namespace_in_tenant_b(&arm).await;
+    let rule = format!("{namespace}/authorizationRules/RootManageSharedAccessKey");
+    let before = arm
+        .call("POST", &format!("{rule}/listKeys"), &arm.token_b, None)
+        .await;
+
+    let regenerated = arm
+        .call(
+            "POST",
+            &format!("{rule}/regenerateKeys"),
+            &arm.token_b,
+            Some(json!({"keyType": "PrimaryKey"})),
+        )
+        .await;
+    assert_eq!(regenerated.status, 200);
+    assert_ne!(regenerated.body["primaryKey"], before.body["primaryKey"]);
+    assert_eq!(
+        regenerated.body["secondaryKey"],
+        before.body["secondaryKey"]
+    );
+    let listed = arm
+        .call("POST", &format!("{rule}/listKeys"), &arm.token_b, None)
+        .await;
+    assert_eq!(listed.body["primaryKey"], regenerated.body["primaryKey"]);
+
+    let chosen_key = STANDARD.encode([7u8; 32]);
+    let set = arm
+        .call(
+            "POST",
+            &format!("{rule}/regenerateKeys"),
+            &arm.token_b,
+            Some(json!({"keyType": "SecondaryKey", "key": chosen_key})),
+        )
+        .await;
+    assert_eq!(set.body["secondaryKey"], chosen_key.as_str());
+    assert_eq!(set.body["primaryKey"], regenerated.body["primaryKey"]);
+
+    let invalid = arm
+        .call(
+            "POST",
+            &format!("{rule}/regenerateKeys"),
+            &arm.token_b,
+            Some(json!({"keyType": "TertiaryKey"})),
+        )
+        .await;
+    assert_eq!(invalid.status, 400);
+    assert_eq!(invalid.code(), "InvalidRequestContent");
+}
+
+#[tokio::test]
+async fn authorization_rule_validation() {
+    let arm = Arm::start().await;
+    let namespace = namespace_in_tenant_b(&arm).await;
+    let rule = |name: &str| format!("{namespace}/authorizationRules/{name}");
+
+    let cases = [
+        (
+            "manage-alone",
+            Some(rights_body(&["Manage"])),
+            400,
+            "BadRequest",
+        ),
+        (
+            "unknown-right",
+            Some(rights_body(&["Read"])),
+            400,
+            "BadRequest",
+        ),
+        ("no-rights", Some(rights_body(&[])), 400, "BadRequest"),
+        ("no-body", None, 400, "InvalidRequestContent"),
+        ("bad name!", Some(rights_body(&["Send"])), 400, "BadRequest"),
+    ];
+    for (name, body, status, code) in cases {
+        let reply = arm.call("PUT", &rule(name), &arm.token_b, body).await;
+        assert_eq!(reply.status, status, "{name}: {}", reply.body);
+        assert_eq!(reply.code(), code, "{name}");
+    }
+
+    for index in 1..12 {
+        let reply = arm
+            .call(
+                "PUT",
+                &rule(&format!("rule{index}")),
+                &arm.token_b,
+                Some(rights_body(&["Send"])),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "rule {index}: {}", reply.body);
+    }
+    let thirteenth = arm
+        .call(
+            "PUT",
+            &rule("rule12"),
+            &arm.token_b,
+            Some(rights_body(&["Send"])),
+        )
+        .await;
+    assert_eq!(thirteenth.status, 400);
+    assert!(thirteenth.message().contains("12 authorization rules"));
+
+    let wrong_tenant = arm
+        .call(
+            "POST",
+            &format!("{}/listKeys", rule("RootManageSharedAccessKey")),
+            &arm.token_a,
+            None,
+        )
+        .await;
+    assert_eq!(wrong_tenant.status, 401);
+    let unknown_action = arm
+        .call(
+            "POST",
+            &format!("{}/rotate", rule("RootManageSharedAccessKey")),
+            &arm.token_b,
+            None,
+        )
+        .await;
+    assert_eq!(unknown_action.code(), "InvalidResourceType");
+}

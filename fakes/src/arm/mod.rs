@@ -2,8 +2,9 @@
 //!
 //! It serves the ARM calls that the Azure CLI 2.91.0 makes in the cross-tenant workload
 //! identity walkthrough. Those cover cloud metadata, subscriptions and tenants, resource groups, AKS
-//! clusters with their OIDC issuers, Service Bus namespaces and queues, user-assigned
-//! identities with federated credentials, and RBAC role definitions and assignments.
+//! clusters with their OIDC issuers, Service Bus namespaces, queues and authorization rules,
+//! user-assigned identities with federated credentials, and RBAC role definitions and
+//! assignments.
 //!
 //! Each request goes through the steps ARM takes: parse the route, authenticate the bearer
 //! token, check the subscription's tenant, authorize the action against the caller's role
@@ -21,6 +22,7 @@ mod resources;
 mod response;
 mod routes;
 mod servicebus;
+mod servicebus_rules;
 mod throttle;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -173,6 +175,14 @@ fn dispatch(context: &mut Context<'_>, route: Route) -> Result<ArmResponse, ArmE
                 ProviderResource::Queue { namespace, name } => {
                     servicebus::queue(context, &parent, &namespace, &name)
                 }
+                ProviderResource::AuthorizationRules { namespace } => {
+                    servicebus_rules::list_rules(context, &parent, &namespace)
+                }
+                ProviderResource::AuthorizationRule {
+                    namespace,
+                    name,
+                    action,
+                } => servicebus_rules::rule(context, &parent, &namespace, &name, action.as_deref()),
                 ProviderResource::Identity { name } => {
                     managedidentity::identity(context, &parent, &name)
                 }

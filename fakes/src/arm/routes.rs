@@ -22,6 +22,7 @@ const CANONICAL_SEGMENTS: &[&str] = &[
     "namespaces",
     "queues",
     "topics",
+    "authorizationRules",
     MANAGED_IDENTITY,
     "userAssignedIdentities",
     "federatedIdentityCredentials",
@@ -94,6 +95,16 @@ pub enum ProviderResource {
     Queue {
         namespace: String,
         name: String,
+    },
+    AuthorizationRules {
+        namespace: String,
+    },
+    /// A namespace's shared access rule, or with `action` its `listKeys` or
+    /// `regenerateKeys`.
+    AuthorizationRule {
+        namespace: String,
+        name: String,
+        action: Option<String>,
     },
     Identity {
         name: String,
@@ -259,6 +270,20 @@ fn parse_provider(namespace: &str, rest: &[&str]) -> Option<ProviderResource> {
                 Some(ProviderResource::Queue {
                     namespace: owned(ns),
                     name: owned(name),
+                })
+            }
+            [t, ns, a] if is(t, "namespaces") && is(a, "authorizationRules") => {
+                Some(ProviderResource::AuthorizationRules {
+                    namespace: owned(ns),
+                })
+            }
+            [t, ns, a, name, action @ ..]
+                if is(t, "namespaces") && is(a, "authorizationRules") && action.len() <= 1 =>
+            {
+                Some(ProviderResource::AuthorizationRule {
+                    namespace: owned(ns),
+                    name: owned(name),
+                    action: action.first().map(owned),
                 })
             }
             _ => None,

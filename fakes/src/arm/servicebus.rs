@@ -83,14 +83,14 @@ pub fn is_valid_queue_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
-fn namespace_id(parent: &Parent, name: &str) -> ResourceId {
+pub(super) fn namespace_id(parent: &Parent, name: &str) -> ResourceId {
     parent
         .group_id()
         .join(&format!("providers/{SERVICE_BUS}/namespaces/{name}"))
 }
 
 /// Finds the namespace at `id`. A namespace of the same name in another group does not count.
-fn find_namespace<'c>(
+pub(super) fn find_namespace<'c>(
     context: &'c Context<'_>,
     parent: &Parent,
     id: &ResourceId,

@@ -25,16 +25,17 @@ const SAS_PREFIX: &str = "SharedAccessSignature ";
 /// Random bytes in a generated key, which Azure shows as 44 base64 characters.
 const KEY_BYTES: usize = 32;
 
-/// A right an authorization rule grants, with the spelling ARM uses in `rights`.
+/// A right an authorization rule grants, with the spelling ARM uses in `rights`. The
+/// variants are in alphabetical order, the order ARM lists the root rule's rights in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AccessRight {
+    Listen,
     Manage,
     Send,
-    Listen,
 }
 
 impl AccessRight {
-    pub const ALL: [AccessRight; 3] = [AccessRight::Manage, AccessRight::Send, AccessRight::Listen];
+    pub const ALL: [AccessRight; 3] = [AccessRight::Listen, AccessRight::Manage, AccessRight::Send];
 
     pub fn as_str(self) -> &'static str {
         match self {
