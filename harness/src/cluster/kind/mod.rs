@@ -83,8 +83,8 @@ pub enum KindError {
     Tls(#[from] xtenant_fakes::tls::TlsError),
     #[error("{0}")]
     Cluster(#[from] super::ClusterError),
-    #[error("the Docker network {DOCKER_NETWORK} has no IPv4 gateway; pass --fakes-bind")]
-    NoGateway,
+    #[error("the Docker network {0} has no IPv4 gateway; pass --fakes-bind")]
+    NoGateway(String),
 }
 
 /// A kind cluster of one run, with the webhook server it calls.
@@ -167,20 +167,7 @@ impl KindCluster {
             }
         };
         // From here on a failure drops `cluster`, which deletes the kind cluster.
-        let wiring = PodWiring {
-            fakes_address: setup.fakes_address.to_string(),
-            host_names: FAKE_HOST_NAMES
-                .iter()
-                .filter(|host| !host.contains('*') && host.parse::<IpAddr>().is_err())
-                .filter(|host| **host != "localhost")
-                .map(|host| (*host).to_owned())
-                .collect(),
-            servicebus_endpoint: setup.servicebus_endpoint.clone(),
-            workload_image: options
-                .workload_image
-                .clone()
-                .unwrap_or_else(|| DEFAULT_WORKLOAD_IMAGE.to_owned()),
-        };
+        let wiring = pod_wiring(&setup, options.workload_image.as_deref());
         let kubectl = KubectlCluster::new(&kubeconfig, Some(wiring.clone()));
         let webhook = start_webhook(&setup, kubectl.clone()).await?;
         let cluster = Self {
@@ -221,14 +208,30 @@ impl KindCluster {
     }
 }
 
-struct StartedWebhook {
-    server: WebhookServer,
+/// Builds the pod wiring of a cluster whose nodes reach the fakes at `setup.fakes_address`.
+/// The workload image is [`DEFAULT_WORKLOAD_IMAGE`] when `None`.
+pub(crate) fn pod_wiring(setup: &KindSetup<'_>, workload_image: Option<&str>) -> PodWiring {
+    PodWiring {
+        fakes_address: setup.fakes_address.to_string(),
+        host_names: FAKE_HOST_NAMES
+            .iter()
+            .filter(|host| !host.contains('*') && host.parse::<IpAddr>().is_err())
+            .filter(|host| **host != "localhost")
+            .map(|host| (*host).to_owned())
+            .collect(),
+        servicebus_endpoint: setup.servicebus_endpoint.clone(),
+        workload_image: workload_image.unwrap_or(DEFAULT_WORKLOAD_IMAGE).to_owned(),
+    }
+}
+
+pub(crate) struct StartedWebhook {
+    pub(crate) server: WebhookServer,
     /// The CA ConfigMap and the MutatingWebhookConfiguration, as one manifest.
-    manifests: String,
+    pub(crate) manifests: String,
 }
 
 /// Starts the webhook on the fakes' address, where the API server in the node reaches it.
-async fn start_webhook(
+pub(crate) async fn start_webhook(
     setup: &KindSetup<'_>,
     kubectl: KubectlCluster,
 ) -> Result<StartedWebhook, KindError> {
@@ -284,7 +287,11 @@ async fn start_webhook(
 }
 
 /// Runs `program ARGS EXTRA` and returns stdout, or the command line and stderr on failure.
-async fn run(program: &'static str, args: &[&str], extra: &[String]) -> Result<String, KindError> {
+pub(crate) async fn run(
+    program: &'static str,
+    args: &[&str],
+    extra: &[String],
+) -> Result<String, KindError> {
     let output = Command::new(program)
         .args(args)
         .args(extra)
@@ -319,17 +326,23 @@ pub fn delete_cluster_blocking(name: &str) {
 /// The IPv4 gateway of the Docker network `kind`, created first when missing (kind then uses
 /// it). Pods reach the host, and so the fakes, at this address.
 pub async fn docker_network_gateway() -> Result<IpAddr, KindError> {
+    network_gateway(DOCKER_NETWORK).await
+}
+
+/// Returns the IPv4 gateway of the Docker network `network`, creating the network first when
+/// it is missing.
+pub async fn network_gateway(network: &str) -> Result<IpAddr, KindError> {
     let inspect = [
         "network",
         "inspect",
-        DOCKER_NETWORK,
+        network,
         "--format",
         "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
     ];
     let output = match run("docker", &inspect, &[]).await {
         Ok(output) => output,
         Err(KindError::Command { .. }) => {
-            run("docker", &["network", "create", DOCKER_NETWORK], &[]).await?;
+            run("docker", &["network", "create", network], &[]).await?;
             run("docker", &inspect, &[]).await?
         }
         Err(error) => return Err(error),
@@ -338,5 +351,5 @@ pub async fn docker_network_gateway() -> Result<IpAddr, KindError> {
         .split_whitespace()
         .filter_map(|text| text.parse::<IpAddr>().ok())
         .find(IpAddr::is_ipv4)
-        .ok_or(KindError::NoGateway)
+        .ok_or_else(|| KindError::NoGateway(network.to_owned()))
 }
