@@ -8,6 +8,8 @@ use std::sync::Arc;
 #[cfg(feature = "live-azure")]
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+#[cfg(feature = "k3s")]
+use xtenant_harness::cluster::k3s::K3sOptions;
 use xtenant_harness::cluster::kind::KindOptions;
 use xtenant_harness::drift::{Recorder, Recording, compare, render_report};
 use xtenant_harness::target::{ClusterBackend, TargetKind, TargetOptions};
@@ -20,6 +22,9 @@ pub enum ClusterChoice {
     Embedded,
     /// A kind cluster (needs Docker, `kind` and `kubectl`).
     Kind,
+    /// A K3s container started through testcontainers (needs Docker and `kubectl`).
+    #[cfg(feature = "k3s")]
+    K3s,
 }
 
 /// The cloud the scenarios run against.
@@ -43,10 +48,15 @@ pub struct TargetArgs {
     /// kind node image, such as kindest/node:v1.35.1.
     #[arg(long, value_name = "IMAGE")]
     pub kind_node_image: Option<String>,
-    /// Demo workload image built from the Dockerfile, loaded into kind.
+    /// Demo workload image built from the Dockerfile, loaded into kind or K3s.
     #[arg(long, value_name = "IMAGE")]
     pub kind_workload_image: Option<String>,
-    /// Address the fakes listen on for kind; the gateway of the Docker network `kind` by default.
+    /// K3s image, such as rancher/k3s:v1.35.1-k3s1.
+    #[cfg(feature = "k3s")]
+    #[arg(long, value_name = "IMAGE")]
+    pub k3s_image: Option<String>,
+    /// Address the fakes listen on for kind or K3s; by default the gateway of the Docker
+    /// network `kind` (`xtenant-k3s` for K3s).
     #[arg(long, value_name = "IP")]
     pub fakes_bind: Option<IpAddr>,
     /// Record each ARM operation's status, error code and field paths to FILE, for `drift`.
@@ -69,6 +79,12 @@ impl TargetArgs {
             ClusterChoice::Kind => ClusterBackend::Kind(KindOptions {
                 reuse: self.reuse_kind_cluster.clone(),
                 node_image: self.kind_node_image.clone(),
+                workload_image: self.kind_workload_image.clone(),
+                fakes_bind: self.fakes_bind,
+            }),
+            #[cfg(feature = "k3s")]
+            ClusterChoice::K3s => ClusterBackend::K3s(K3sOptions {
+                image: self.k3s_image.clone(),
                 workload_image: self.kind_workload_image.clone(),
                 fakes_bind: self.fakes_bind,
             }),

@@ -6,6 +6,8 @@ use k8s_openapi::List;
 use k8s_openapi::api::batch::v1::JobStatus;
 use k8s_openapi::api::core::v1::Pod;
 
+#[cfg(feature = "k3s")]
+use super::k3s::K3sCluster;
 use super::kind::{KindCluster, KubectlCluster};
 use super::{Cluster, ClusterError, EmbeddedCluster, JobConditionType};
 
@@ -15,6 +17,9 @@ pub enum RunCluster {
     Embedded(Box<EmbeddedCluster>),
     /// A kind cluster created for the run, deleted when dropped.
     Kind(Box<KindCluster>),
+    /// A K3s container started for the run, removed when dropped.
+    #[cfg(feature = "k3s")]
+    K3s(Box<K3sCluster>),
     /// A cluster reached through a kubeconfig (a real AKS cluster on live Azure).
     Kubectl(Box<KubectlCluster>),
 }
@@ -24,6 +29,8 @@ impl RunCluster {
         match self {
             RunCluster::Embedded(_) => None,
             RunCluster::Kind(kind) => Some(kind.kubectl()),
+            #[cfg(feature = "k3s")]
+            RunCluster::K3s(k3s) => Some(k3s.kubectl()),
             RunCluster::Kubectl(kubectl) => Some(kubectl),
         }
     }
@@ -114,6 +121,8 @@ impl Cluster for RunCluster {
         match self {
             RunCluster::Embedded(cluster) => cluster.apply(yaml).await,
             RunCluster::Kind(kind) => kind.apply(yaml).await,
+            #[cfg(feature = "k3s")]
+            RunCluster::K3s(k3s) => k3s.apply(yaml).await,
             RunCluster::Kubectl(kubectl) => kubectl.apply(yaml).await,
         }
     }

@@ -13,6 +13,8 @@ mod describe;
 pub mod embedded;
 mod error;
 mod job_controller;
+#[cfg(feature = "k3s")]
+pub mod k3s;
 pub mod kind;
 mod kubelet;
 pub mod manifest;

@@ -118,6 +118,9 @@ pub enum ClusterBackend {
     Embedded,
     /// A kind cluster whose API server signs with the fake issuer's key.
     Kind(KindOptions),
+    /// A K3s container whose API server signs with the fake issuer's key.
+    #[cfg(feature = "k3s")]
+    K3s(crate::cluster::k3s::K3sOptions),
 }
 
 /// Which cloud a run targets.
@@ -172,6 +175,8 @@ impl Target {
                 let bind = match &options.cluster {
                     ClusterBackend::Embedded => None,
                     ClusterBackend::Kind(kind) => Some(fakes_bind_address(kind).await?),
+                    #[cfg(feature = "k3s")]
+                    ClusterBackend::K3s(k3s) => Some(k3s_fakes_bind_address(k3s).await?),
                 };
                 let target = FakeTarget::start(tenants, workload_exe, bind).await?;
                 Ok(Target::Fake(Box::new(FakeInstance {
@@ -297,28 +302,41 @@ impl FakeInstance {
                 self.target.embedded_cluster(cluster_id)?,
             ))),
             ClusterBackend::Kind(options) => {
-                let view = self.target.view();
-                let identity = fake::cluster_identity(&view.cloud, cluster_id)?;
-                let setup = KindSetup {
-                    issuer_url: identity.issuer_url,
-                    signing_key: identity.signing_key,
-                    default_tenant_id: identity.tenant_id,
-                    authority_host: format!("{}/", view.endpoints.login),
-                    servicebus_endpoint: format!("amqps://{}", view.endpoints.servicebus_tls),
-                    fakes_address: view.endpoints.servicebus_tls.ip(),
-                    ca: self.target.fakes.ca(),
-                    state_dir: self
-                        .target
-                        .state_dir()
-                        .join("clusters")
-                        .join(&identity.name),
-                };
+                let setup = self.kind_setup(cluster_id)?;
                 let cluster = KindCluster::create(options, setup)
                     .await
                     .map_err(|e| TargetError::Cluster(e.to_string()))?;
                 Ok(RunCluster::Kind(Box::new(cluster)))
             }
+            #[cfg(feature = "k3s")]
+            ClusterBackend::K3s(options) => {
+                let setup = self.kind_setup(cluster_id)?;
+                let cluster = crate::cluster::k3s::K3sCluster::create(options, setup)
+                    .await
+                    .map_err(|e| TargetError::Cluster(e.to_string()))?;
+                Ok(RunCluster::K3s(Box::new(cluster)))
+            }
         }
+    }
+
+    /// What a cluster on a real API server (kind or K3s) takes from the fakes.
+    fn kind_setup(&self, cluster_id: &str) -> Result<KindSetup<'_>, TargetError> {
+        let view = self.target.view();
+        let identity = fake::cluster_identity(&view.cloud, cluster_id)?;
+        Ok(KindSetup {
+            issuer_url: identity.issuer_url,
+            signing_key: identity.signing_key,
+            default_tenant_id: identity.tenant_id,
+            authority_host: format!("{}/", view.endpoints.login),
+            servicebus_endpoint: format!("amqps://{}", view.endpoints.servicebus_tls),
+            fakes_address: view.endpoints.servicebus_tls.ip(),
+            ca: self.target.fakes.ca(),
+            state_dir: self
+                .target
+                .state_dir()
+                .join("clusters")
+                .join(&identity.name),
+        })
     }
 }
 
@@ -328,6 +346,20 @@ async fn fakes_bind_address(options: &KindOptions) -> Result<IpAddr, TargetError
     match options.fakes_bind {
         Some(address) => Ok(address),
         None => crate::cluster::kind::docker_network_gateway()
+            .await
+            .map_err(|e| TargetError::Cluster(e.to_string())),
+    }
+}
+
+/// The address the fakes listen on for a K3s cluster: the option when set, else the gateway
+/// of the Docker network the K3s container joins.
+#[cfg(feature = "k3s")]
+async fn k3s_fakes_bind_address(
+    options: &crate::cluster::k3s::K3sOptions,
+) -> Result<IpAddr, TargetError> {
+    match options.fakes_bind {
+        Some(address) => Ok(address),
+        None => crate::cluster::kind::network_gateway(crate::cluster::k3s::DOCKER_NETWORK)
             .await
             .map_err(|e| TargetError::Cluster(e.to_string())),
     }
