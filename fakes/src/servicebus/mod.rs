@@ -8,9 +8,11 @@
 //!
 //! What the broker follows:
 //! - SASL `MSSBCBS` or `ANONYMOUS`, then authorization per entity through `$cbs`
-//!   put-token with a Microsoft Entra access token from the namespace's tenant;
+//!   put-token with a Microsoft Entra access token from the namespace's tenant, or with a
+//!   shared access signature of one of the namespace's rules unless it disables local auth;
 //! - the `Send` claim (data action `messages/send/action`) for links the client sends on,
-//!   `Listen` (`messages/receive/action`) for links it receives on, from role assignments;
+//!   `Listen` (`messages/receive/action`) for links it receives on, from role assignments
+//!   or from the rule's rights (`Manage` includes both);
 //! - single messages and batches (message format `0x80013700`);
 //! - peek-lock with lock tokens as delivery tags in .NET GUID byte order, and
 //!   receive-and-delete;

@@ -475,7 +475,7 @@ impl Session {
         let result = cbs::put_token(&connection.model(), &request);
         let (status, description) = match result {
             Ok(grant) => {
-                debug!(audience = %request.name, principal = %grant.principal, "put-token accepted");
+                debug!(audience = %request.name, authority = %grant.authority, "put-token accepted");
                 connection
                     .grants
                     .retain(|g| !(g.host == grant.host && g.entity_key == grant.entity_key));
@@ -1010,7 +1010,7 @@ fn resolve_entity(
     let may = |action: &str| {
         covering
             .iter()
-            .any(|grant| cloud.has_data_action(&grant.principal, &queue.id, action))
+            .any(|grant| grant.allows(&cloud, &queue.id, action))
     };
     let (allowed, claim) = if path.management {
         (may(SERVICEBUS_SEND) || may(SERVICEBUS_RECEIVE), "Listen")
@@ -1150,7 +1150,7 @@ fn execute_management(
         .grants
         .iter()
         .filter(|grant| grant.covers(host, &entity, now))
-        .any(|grant| cloud.has_data_action(&grant.principal, &queue_id, action));
+        .any(|grant| grant.allows(&cloud, &queue_id, action));
     if !allowed {
         let description = cbs::unauthorized_description(namespace, queue, claim, now);
         return management::Reply::unauthorized(description);
