@@ -737,7 +737,7 @@ async fn listen_only_rule_cannot_send() {
         put_token_of_type(&mut session, SAS_TOKEN_TYPE, &audience, &token).await;
     assert_eq!(status, 202, "{description}");
 
-    let mut receiver = Receiver::attach(&mut session, "receiver", QUEUE)
+    let receiver = Receiver::attach(&mut session, "receiver", QUEUE)
         .await
         .expect("Listen allows a receiver");
     receiver.close().await.unwrap();
@@ -773,7 +773,7 @@ async fn send_only_rule_cannot_receive() {
         put_token_of_type(&mut session, SAS_TOKEN_TYPE, &audience, &token).await;
     assert_eq!(status, 202, "{description}");
 
-    let mut sender = Sender::attach(&mut session, "sender", QUEUE)
+    let sender = Sender::attach(&mut session, "sender", QUEUE)
         .await
         .expect("Send allows a sender");
     sender.close().await.unwrap();
