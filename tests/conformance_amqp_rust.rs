@@ -20,8 +20,7 @@ use azure_core_amqp::{
 };
 use fe2o3_amqp::types::messaging::Data;
 use fe2o3_amqp::types::primitives::Binary;
-use xtenant_fakes::cloud::rbac::RoleDefinition;
-use xtenant_fakes::cloud::{Cloud, Namespace, Queue, QueueProperties, RoleAssignment, lock};
+use xtenant_fakes::cloud::{Cloud, Namespace, Queue, QueueProperties, lock};
 use xtenant_fakes::servicebus::SERVICEBUS_AUDIENCE;
 use xtenant_fakes::{Fakes, FakesConfig};
 
@@ -69,22 +68,10 @@ fn provision(cloud: &mut Cloud) -> Tokens {
     namespace.queues.insert(QUEUE.to_owned(), queue);
     cloud.namespaces.insert(NAMESPACE.into(), namespace);
 
-    let role = RoleDefinition::by_name("Azure Service Bus Data Sender").unwrap();
-    let assignment_id = namespace_id.join(&format!(
-        "providers/Microsoft.Authorization/roleAssignments/{}",
-        uuid::Uuid::new_v4()
-    ));
-    cloud.role_assignments.insert(
-        assignment_id.key(),
-        RoleAssignment {
-            id: assignment_id,
-            scope: namespace_id,
-            role_definition_id: role.id.to_owned(),
-            principal_id: identity.principal_id.clone(),
-            principal_type: "ServicePrincipal".into(),
-            created_at: now,
-            created_by: identity.principal_id.clone(),
-        },
+    cloud.assign_role(
+        &identity.principal_id,
+        "Azure Service Bus Data Sender",
+        &namespace_id,
     );
 
     let principal = cloud.principal(&identity.principal_id).unwrap();

@@ -16,11 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use xtenant_fakes::cloud::rbac::RoleDefinition;
 use xtenant_fakes::cloud::servicebus::{MessageState, SubQueue};
 use xtenant_fakes::cloud::{
     ClientId, ClusterIssuer, FederatedCredential, Namespace, ObjectId, Principal, PrincipalKind,
-    Queue, QueueProperties, ResourceId, RoleAssignment, TenantId, UserAssignedIdentity, lock,
+    Queue, QueueProperties, ResourceId, TenantId, UserAssignedIdentity, lock,
 };
 use xtenant_fakes::crypto::{PublicKey, SigningKey};
 use xtenant_fakes::jwt::{self, DecodedJwt};
@@ -153,7 +152,7 @@ impl World {
             .as_array()
             .expect("JWKS has keys")
             .iter()
-            .map(public_key)
+            .map(|jwk| PublicKey::from_jwk(jwk).unwrap())
             .collect()
     }
 
@@ -242,38 +241,8 @@ fn add_identity(
         .insert(SESSION_QUEUE.to_owned(), session_queue);
     cloud.namespaces.insert(NAMESPACE.into(), namespace);
 
-    let role = RoleDefinition::by_name("Azure Service Bus Data Owner").unwrap();
-    let assignment_id = namespace_id.join(&format!(
-        "providers/Microsoft.Authorization/roleAssignments/{}",
-        uuid::Uuid::new_v4()
-    ));
-    cloud.role_assignments.insert(
-        assignment_id.key(),
-        RoleAssignment {
-            id: assignment_id,
-            scope: namespace_id,
-            role_definition_id: role.id.to_owned(),
-            principal_id: object_id.clone(),
-            principal_type: "ServicePrincipal".into(),
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            created_by: object_id,
-        },
-    );
+    cloud.assign_role(&object_id, "Azure Service Bus Data Owner", &namespace_id);
     client_id
-}
-
-fn public_key(jwk: &Value) -> PublicKey {
-    use base64::Engine;
-    let decode = |field: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(jwk[field].as_str().unwrap())
-            .unwrap()
-    };
-    PublicKey {
-        kid: jwk["kid"].as_str().unwrap().into(),
-        modulus: decode("n"),
-        exponent: decode("e"),
-    }
 }
 
 /// Returns the interpreter of the client virtual environment, from `XTENANT_PYTHON`. Fails the

@@ -14,7 +14,6 @@ use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
-use base64::Engine;
 use serde_json::{Value, json};
 use xtenant_fakes::cloud::{ClusterIssuer, ResourceId, lock};
 use xtenant_fakes::crypto::PublicKey;
@@ -36,20 +35,11 @@ fn client_options(authority: &str) -> ClientOptions {
 async fn tenant_keys(http: &reqwest::Client, login: &str, tenant: &str) -> Vec<PublicKey> {
     let url = format!("{login}/{tenant}/discovery/v2.0/keys");
     let jwks: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-    let decode = |jwk: &Value, field: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(jwk[field].as_str().unwrap())
-            .unwrap()
-    };
     jwks["keys"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|jwk| PublicKey {
-            kid: jwk["kid"].as_str().unwrap().into(),
-            modulus: decode(jwk, "n"),
-            exponent: decode(jwk, "e"),
-        })
+        .map(|jwk| PublicKey::from_jwk(jwk).unwrap())
         .collect()
 }
 

@@ -121,6 +121,17 @@ impl PublicKey {
             .is_ok()
     }
 
+    /// Reads an RSA key from a JWK, as clients read a JWKS; `None` when `kid`, `n` or `e` is
+    /// missing or not base64url.
+    pub fn from_jwk(jwk: &Value) -> Option<Self> {
+        let decode = |field: &str| URL_SAFE_NO_PAD.decode(jwk[field].as_str()?).ok();
+        Some(Self {
+            kid: jwk["kid"].as_str()?.to_owned(),
+            modulus: decode("n")?,
+            exponent: decode("e")?,
+        })
+    }
+
     /// The key as a JWK with `use`, `kty`, `kid`, `alg`, `n` and `e`.
     pub fn jwk(&self) -> Value {
         json!({
@@ -188,6 +199,13 @@ mod tests {
         let signature = key.sign_rs256(b"payload");
         assert!(key.verifier().verify_rs256(b"payload", &signature));
         assert!(!key.verifier().verify_rs256(b"tampered", &signature));
+    }
+
+    #[test]
+    fn jwk_reads_back_into_the_same_key() {
+        let key = pooled_key(0);
+        assert_eq!(PublicKey::from_jwk(&key.jwk()), Some(key.verifier()));
+        assert_eq!(PublicKey::from_jwk(&json!({"kid": "k", "n": "***"})), None);
     }
 
     #[test]

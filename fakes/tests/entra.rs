@@ -164,22 +164,8 @@ impl World {
             .as_array()
             .unwrap()
             .iter()
-            .map(public_key)
+            .map(|jwk| PublicKey::from_jwk(jwk).unwrap())
             .collect()
-    }
-}
-
-fn public_key(jwk: &Value) -> PublicKey {
-    use base64::Engine;
-    let decode = |field: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(jwk[field].as_str().unwrap())
-            .unwrap()
-    };
-    PublicKey {
-        kid: jwk["kid"].as_str().unwrap().into(),
-        modulus: decode("n"),
-        exponent: decode("e"),
     }
 }
 

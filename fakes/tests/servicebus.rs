@@ -21,14 +21,11 @@ use fe2o3_amqp::types::messaging::{
 };
 use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Symbol, Timestamp, Value};
 use fe2o3_amqp::{Connection, Receiver, Sendable, Sender, Session};
-use time::OffsetDateTime;
-use xtenant_fakes::cloud::rbac::RoleDefinition;
 use xtenant_fakes::cloud::sas::{
     AccessRight, AccessRights, AuthorizationRule, KeyType, ROOT_RULE_NAME,
 };
 use xtenant_fakes::cloud::{
-    Cloud, Namespace, Principal, Queue, QueueProperties, ResourceId, RoleAssignment, SharedCloud,
-    TenantId,
+    Cloud, Namespace, Principal, Queue, QueueProperties, ResourceId, SharedCloud, TenantId,
 };
 use xtenant_fakes::servicebus::{BATCH_MESSAGE_FORMAT, ServiceBusServer, annotation};
 
@@ -151,23 +148,7 @@ fn add_namespace(cloud: &mut Cloud, id: &ResourceId, tenant: &TenantId) {
 }
 
 fn assign(cloud: &mut Cloud, scope: &ResourceId, principal: &Principal, role: &str) {
-    let role = RoleDefinition::by_name(role).unwrap();
-    let id = scope.join(&format!(
-        "providers/Microsoft.Authorization/roleAssignments/{}",
-        uuid::Uuid::new_v4()
-    ));
-    cloud.role_assignments.insert(
-        id.key(),
-        RoleAssignment {
-            id,
-            scope: scope.clone(),
-            role_definition_id: role.id.to_owned(),
-            principal_id: principal.object_id.clone(),
-            principal_type: "ServicePrincipal".into(),
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            created_by: principal.object_id.clone(),
-        },
-    );
+    cloud.assign_role(&principal.object_id, role, scope);
 }
 
 /// Puts `token` for `audience` through `$cbs` and returns the reply's `status-code` and

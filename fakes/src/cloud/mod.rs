@@ -120,24 +120,8 @@ impl Cloud {
             created_at: now,
         };
         let scope = subscription.resource_id();
-        let owner = RoleDefinition::by_name("Owner").expect("Owner is a built-in role");
-        let assignment_id = scope.join(&format!(
-            "providers/Microsoft.Authorization/roleAssignments/{}",
-            uuid::Uuid::new_v4()
-        ));
-        self.role_assignments.insert(
-            assignment_id.key(),
-            RoleAssignment {
-                id: assignment_id,
-                scope,
-                role_definition_id: owner.id.to_owned(),
-                principal_id: operator.object_id.clone(),
-                principal_type: "ServicePrincipal".into(),
-                // Seeded before any scenario step, so it is in effect whatever the delays.
-                created_at: OffsetDateTime::UNIX_EPOCH,
-                created_by: operator.object_id.clone(),
-            },
-        );
+        // Seeded before any scenario step, so it is in effect whatever the delays.
+        self.assign_role(&operator.object_id, "Owner", &scope);
         self.subscriptions.push(subscription);
         self.principals.push(operator);
         id
@@ -292,6 +276,34 @@ impl Cloud {
         });
         self.identities.insert(id.key(), identity.clone());
         identity
+    }
+
+    /// Assigns the built-in role `role` to a service principal at `scope`, in effect at once
+    /// (created at the epoch, so no propagation delay applies), and returns the assignment.
+    /// Panics when `role` is not a built-in role name.
+    pub fn assign_role(
+        &mut self,
+        principal: &ObjectId,
+        role: &str,
+        scope: &ResourceId,
+    ) -> RoleAssignment {
+        let role = RoleDefinition::by_name(role)
+            .unwrap_or_else(|| panic!("'{role}' is not a built-in role"));
+        let id = scope.join(&format!(
+            "providers/Microsoft.Authorization/roleAssignments/{}",
+            uuid::Uuid::new_v4()
+        ));
+        let assignment = RoleAssignment {
+            id: id.clone(),
+            scope: scope.clone(),
+            role_definition_id: role.id.to_owned(),
+            principal_id: principal.clone(),
+            principal_type: "ServicePrincipal".into(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            created_by: principal.clone(),
+        };
+        self.role_assignments.insert(id.key(), assignment.clone());
+        assignment
     }
 
     /// Adds a federated identity credential named `name` to an identity, created now.
