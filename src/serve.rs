@@ -261,8 +261,36 @@ impl ServeEnvironment {
     }
 }
 
+/// Rejects tenant names that would make broken or clashing `XTENANT_<NAME>_*` variables:
+/// empty, repeated, or other than ASCII letters, digits and `_`.
+fn check_tenant_names(tenants: &[String]) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in tenants {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            anyhow::bail!(
+                "tenant name {name:?} is invalid; use letters, digits and _, e.g. --tenants a,b"
+            );
+        }
+        if !seen.insert(name.to_ascii_uppercase()) {
+            anyhow::bail!("tenant name {name:?} is given twice; each tenant needs its own name");
+        }
+    }
+    Ok(())
+}
+
 /// Runs `xtenant serve` until Ctrl-C or SIGTERM.
 pub async fn run(options: ServeOptions) -> anyhow::Result<bool> {
+    check_tenant_names(&options.tenants)?;
+    if let Some(parent) = options.env_file.as_deref().and_then(Path::parent)
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!(
+                "cannot create {} for --env-file; choose a writable folder",
+                parent.display()
+            )
+        })?;
+    }
     let (state_dir, temporary) = match &options.state_dir {
         Some(dir) => (dir.clone(), false),
         None => (

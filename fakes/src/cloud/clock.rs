@@ -2,6 +2,9 @@
 
 use time::{Duration, OffsetDateTime};
 
+/// Largest total advance of the clock: 1,000 years.
+pub const MAX_OFFSET: Duration = Duration::days(365_000);
+
 /// Wall-clock time plus an offset that scenarios advance, so expiry, propagation delays and
 /// long-running operations can be reproduced without waiting.
 #[derive(Clone, Debug, Default)]
@@ -14,9 +17,10 @@ impl Clock {
         OffsetDateTime::now_utc() + self.offset
     }
 
-    /// Moves the model's time forward by `by`.
+    /// Moves the model's time forward by `by`. The total offset stops at [`MAX_OFFSET`], so
+    /// the model's time stays within the range dates can hold.
     pub fn advance(&mut self, by: Duration) {
-        self.offset += by;
+        self.offset = self.offset.saturating_add(by).min(MAX_OFFSET);
     }
 
     /// Total time the clock has been advanced.
@@ -36,4 +40,18 @@ pub struct Delays {
     pub identity_replication: Duration,
     /// Asynchronous ARM operations stay `InProgress` for this long.
     pub operation_duration: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_advance_stops_at_max_offset() {
+        let mut clock = Clock::default();
+        clock.advance(Duration::MAX);
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.offset(), MAX_OFFSET);
+        assert!(clock.now().year() > 3000);
+    }
 }

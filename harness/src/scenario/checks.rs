@@ -22,16 +22,37 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => number * 3600.0,
         _ => return Err(invalid()),
     };
-    Ok(Duration::from_secs_f64(seconds))
+    if seconds > MAX_DURATION_SECONDS {
+        return Err(format!(
+            "duration {text:?} is too long; write at most 876000h (100 years)"
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| invalid())
+}
+
+/// Longest duration a scenario may write: 100 years, in seconds.
+const MAX_DURATION_SECONDS: f64 = 100.0 * 365.0 * 24.0 * 3600.0;
+
+/// Checks a step or `wait` timeout: a valid duration above zero.
+fn check_timeout(text: Option<&str>) -> Result<(), String> {
+    let Some(text) = text.filter(|t| !t.contains("${")) else {
+        return Ok(());
+    };
+    if parse_duration(text)?.is_zero() {
+        return Err(format!(
+            "timeout {text:?} is zero, so the step could never finish; write e.g. 60s"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks what serde cannot: durations parse, `wait` has one condition, faults are complete.
 /// Values that still hold `${NAME}` are checked at run time, after expansion.
 pub(super) fn check_step(step: &Step) -> Result<(), String> {
-    check_duration(step.timeout.as_deref())?;
+    check_timeout(step.timeout.as_deref())?;
     match &step.command {
         Command::Wait(args) => {
-            check_duration(Some(&args.timeout))?;
+            check_timeout(Some(&args.timeout))?;
             match (&args.condition, &args.log) {
                 (Some(_), None) | (None, Some(_)) => Ok(()),
                 _ => {
@@ -116,6 +137,22 @@ fn check_regex(pattern: Option<&str>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_durations_are_rejected() {
+        let error = parse_duration("99999999999999999999s").unwrap_err();
+        assert!(error.contains("too long"), "{error}");
+        assert!(parse_duration("10000000000h").is_err());
+        assert!(parse_duration("876000h").is_ok());
+    }
+
+    #[test]
+    fn zero_timeout_is_rejected() {
+        let error = check_timeout(Some("0s")).unwrap_err();
+        assert!(error.contains("is zero"), "{error}");
+        assert!(check_timeout(Some("1ms")).is_ok());
+        assert!(check_timeout(Some("${TIMEOUT}")).is_ok());
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -276,6 +276,15 @@ impl LoadedScenario {
             }
             let typed = self.read_step(step, &step.value)?;
             checks::check_step(&typed).map_err(|message| step.error(message))?;
+            if let Command::Login(tenant) = &typed.command
+                && !tenant.contains("${")
+                && !self.tenants.contains(tenant)
+            {
+                return Err(step.error(format!(
+                    "`login: {tenant}` names a tenant the scenario does not have; add it to `tenants` ({})",
+                    self.tenants.join(", ")
+                )));
+            }
             defined.extend(typed.capture.keys().cloned());
         }
         Ok(())
@@ -506,6 +515,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("test.yaml:4: step 2 (grup create): unknown step `grup create`; did you mean `group create`?"), "{error}");
+    }
+
+    #[test]
+    fn login_to_undeclared_tenant_is_rejected() {
+        let error = parse("name: t\ntenants: [a, b]\nsteps:\n  - login: c\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("names a tenant the scenario does not have"),
+            "{error}"
+        );
     }
 
     #[test]
