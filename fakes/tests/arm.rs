@@ -1880,3 +1880,46 @@ async fn authorization_rule_validation() {
         .await;
     assert_eq!(unknown_action.code(), "InvalidResourceType");
 }
+
+#[tokio::test]
+async fn basic_credentials_are_an_invalid_header() {
+    let arm = Arm::start().await;
+    let url = format!("{}/subscriptions?api-version=2022-12-01", arm.server.uri());
+    let response = arm
+        .http
+        .get(url)
+        .basic_auth("user", Some("password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(response.headers().contains_key("www-authenticate"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "AuthenticationFailed");
+    assert_eq!(
+        body["error"]["message"],
+        "Authentication failed. The 'Authorization' header is provided in an invalid format."
+    );
+}
+
+#[tokio::test]
+async fn body_over_four_megabytes_is_rejected() {
+    let arm = Arm::start().await;
+    let group = arm.group_path(&arm.subscription_a, "rg-big");
+    let tag = "x".repeat(5 * 1024 * 1024);
+    let body = json!({"location": "eastus", "tags": {"big": tag}}).to_string();
+    let reply = arm
+        .send(
+            "PUT",
+            &format!("{group}?api-version=2024-11-01"),
+            Some(&arm.token_a),
+            Some(body),
+        )
+        .await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.body["error"]["code"], "RequestContentTooLarge");
+    assert_eq!(
+        reply.body["error"]["message"],
+        "The request content size exceeds the maximum size of 4 MB."
+    );
+}

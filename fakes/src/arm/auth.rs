@@ -22,7 +22,13 @@ pub struct Caller {
 /// Verifies the bearer token: present, signed by a tenant of the cloud, for an ARM audience,
 /// and within its lifetime.
 pub fn authenticate(cloud: &Cloud, request: &Request) -> Result<Caller, ArmError> {
-    let token = bearer_token(request).ok_or_else(ArmError::authentication_failed)?;
+    let token = match bearer_token(request) {
+        Some(token) => token,
+        None if request.headers.contains_key("authorization") => {
+            return Err(ArmError::authorization_header_invalid());
+        }
+        None => return Err(ArmError::authentication_failed()),
+    };
     let claims = cloud
         .verify_access_token(token, ARM_AUDIENCES)
         .map_err(|rejection| match rejection {

@@ -13,6 +13,10 @@ use super::response::JSON_CONTENT_TYPE;
 
 /// Bearer token missing (ARM front door).
 pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+/// Request body over ARM's 4 MB limit (ARM request limits; seen in deployment failures).
+pub const REQUEST_CONTENT_TOO_LARGE: &str = "RequestContentTooLarge";
+/// Largest request body ARM accepts: 4 MB.
+pub const MAX_REQUEST_CONTENT: usize = 4 * 1024 * 1024;
 /// Bearer token malformed, badly signed, for another audience, or not yet valid.
 pub const INVALID_AUTHENTICATION_TOKEN: &str = "InvalidAuthenticationToken";
 /// Bearer token past its `exp`.
@@ -88,6 +92,27 @@ impl ArmError {
             401,
             AUTHENTICATION_FAILED,
             "Authentication failed. The 'Authorization' header is missing.",
+        )
+        .with_header("www-authenticate", MISSING_TOKEN_CHALLENGE)
+    }
+
+    /// Builds the 413 for a request body over [`MAX_REQUEST_CONTENT`].
+    pub fn request_content_too_large() -> Self {
+        Self::new(
+            413,
+            REQUEST_CONTENT_TOO_LARGE,
+            "The request content size exceeds the maximum size of 4 MB.",
+        )
+    }
+
+    /// Builds the rejection of an `Authorization` header that is present but not a bearer
+    /// token (Basic credentials, say).
+    /// NOTE: the message is ARM's as remembered, not captured.
+    pub fn authorization_header_invalid() -> Self {
+        Self::new(
+            401,
+            AUTHENTICATION_FAILED,
+            "Authentication failed. The 'Authorization' header is provided in an invalid format.",
         )
         .with_header("www-authenticate", MISSING_TOKEN_CHALLENGE)
     }

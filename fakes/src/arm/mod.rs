@@ -61,6 +61,9 @@ impl ArmResponder {
     /// Serves one request: parse, authenticate, check the subscription, then hand the route to
     /// its resource provider, which authorizes, validates, acts and responds.
     fn handle(&self, request: &Request, path: &str) -> Result<ArmResponse, ArmError> {
+        if request.body.len() > errors::MAX_REQUEST_CONTENT {
+            return Err(ArmError::request_content_too_large());
+        }
         let route = Route::parse(path);
         match route {
             Route::MetadataEndpoints => return resources::metadata(request, &self.endpoints),
