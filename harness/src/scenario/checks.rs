@@ -30,6 +30,43 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| invalid())
 }
 
+/// Parses inline manifests as `kubectl apply` would, so a misspelt kind or broken YAML fails
+/// validation instead of the run. A manifest with `${NAME}` is parsed with the placeholders in
+/// place; where a placeholder stands for a number or a boolean the check waits for the run.
+fn check_manifests(manifests: &str) -> Result<(), String> {
+    match crate::cluster::parse_manifests(manifests) {
+        Ok(_) => Ok(()),
+        Err(_)
+            if manifests.contains("${")
+                && crate::cluster::parse_manifests(&without_placeholders(manifests)).is_ok() =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(format!("the manifest is invalid: {error}")),
+    }
+}
+
+/// Replaces each `${NAME}` with `0`, a value that fits string, number and boolean-free fields.
+fn without_placeholders(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push('0');
+                rest = &rest[start + end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Longest duration a scenario may write: 100 years, in seconds.
 const MAX_DURATION_SECONDS: f64 = 100.0 * 365.0 * 24.0 * 3600.0;
 
@@ -61,6 +98,7 @@ pub(super) fn check_step(step: &Step) -> Result<(), String> {
             }
         }
         Command::AdvanceClock(by) => check_duration(Some(by)),
+        Command::KubectlApply(manifests) => check_manifests(manifests),
         Command::Set(delays) => {
             for value in [
                 &delays.fic_propagation,
@@ -137,6 +175,15 @@ fn check_regex(pattern: Option<&str>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn misspelt_manifest_kind_is_rejected() {
+        let error =
+            check_manifests("apiVersion: batch/v1\nkind: Jbo\nmetadata: {name: x}\n").unwrap_err();
+        assert!(error.contains("Jbo"), "{error}");
+        let with_variable = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: \"${SA}\"}\n";
+        assert_eq!(check_manifests(with_variable), Ok(()));
+    }
 
     #[test]
     fn huge_durations_are_rejected() {
