@@ -340,8 +340,9 @@ impl LoadedScenario {
             }
         }
         serde_yaml::from_value(value.clone()).map_err(|e| {
+            let field = field_of_error(map, commands[0]);
             error(format!(
-                "{e}; docs/scenarios.md shows each step's fields, and docs/scenario.schema.json lists them"
+                "{field}{e}; docs/scenarios.md shows each step's fields, and docs/scenario.schema.json lists them"
             ))
         })
     }
@@ -373,6 +374,43 @@ impl RawStep {
             message,
         }
     }
+}
+
+/// A step's command without its other keys. serde_yaml reads an externally tagged enum from a
+/// map only through `flatten`, as in [`Step`].
+#[derive(serde::Deserialize)]
+struct CommandOnly {
+    #[serde(flatten)]
+    _command: Command,
+}
+
+/// Names the field behind a step's type error, as `field `oidc-issuer`: `. serde reports no
+/// path through the step's flattened command, so each argument is left out in turn: the one
+/// whose absence makes the command read, or be reported missing, is the culprit. Empty when
+/// no single argument explains the error.
+fn field_of_error(step: &serde_yaml::Mapping, command: &str) -> String {
+    let Some(arguments) = step.get(command).and_then(|a| a.as_mapping()) else {
+        return String::new();
+    };
+    for (key, _) in arguments {
+        let Some(name) = key.as_str() else { continue };
+        let mut rest = arguments.clone();
+        rest.remove(key);
+        let mut only_command = serde_yaml::Mapping::new();
+        only_command.insert(command.into(), serde_yaml::Value::Mapping(rest));
+        match serde_yaml::from_value::<CommandOnly>(serde_yaml::Value::Mapping(only_command)) {
+            Ok(_) => return format!("field `{name}`: "),
+            Err(error)
+                if error
+                    .to_string()
+                    .contains(&format!("missing field `{name}`")) =>
+            {
+                return format!("field `{name}`: ");
+            }
+            Err(_) => {}
+        }
+    }
+    String::new()
 }
 
 /// Keys a step may carry beside its command.
@@ -524,6 +562,16 @@ mod tests {
             .to_string();
         assert!(
             error.contains("names a tenant the scenario does not have"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let text = "name: t\nsteps:\n  - aks create: {group: g, name: c, oidc-issuer: maybe}\n";
+        let error = parse(text).unwrap_err().to_string();
+        assert!(
+            error.contains("field `oidc-issuer`: invalid type"),
             "{error}"
         );
     }
