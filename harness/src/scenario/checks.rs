@@ -32,7 +32,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses inline manifests as `kubectl apply` would, so a misspelt kind or broken YAML fails
 /// validation instead of the run. A manifest with `${NAME}` is parsed with the placeholders in
-/// place; where a placeholder stands for a number or a boolean the check waits for the run.
+/// place, then with each replaced by `0`. If both fail, the manifest is reported as invalid.
 fn check_manifests(manifests: &str) -> Result<(), String> {
     match crate::cluster::parse_manifests(manifests) {
         Ok(_) => Ok(()),
@@ -46,7 +46,7 @@ fn check_manifests(manifests: &str) -> Result<(), String> {
     }
 }
 
-/// Replaces each `${NAME}` with `0`, a value that fits string, number and boolean-free fields.
+/// Replaces each `${NAME}` with `0`, which reads as either a string or a number.
 fn without_placeholders(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -67,7 +67,7 @@ fn without_placeholders(text: &str) -> String {
     out
 }
 
-/// Longest duration a scenario may write: 100 years, in seconds.
+/// Maximum duration a scenario may write: 100 years, in seconds.
 const MAX_DURATION_SECONDS: f64 = 100.0 * 365.0 * 24.0 * 3600.0;
 
 /// Checks a step or `wait` timeout: a valid duration above zero.
