@@ -46,7 +46,8 @@ fn check_manifests(manifests: &str) -> Result<(), String> {
     }
 }
 
-/// Replaces each `${NAME}` with `0`, which reads as either a string or a number.
+/// Replaces each `${NAME}` with `0`, for placeholders that stand for numbers. A quoted
+/// placeholder stays a string.
 fn without_placeholders(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
