@@ -140,40 +140,24 @@ impl Runner {
             }
             Command::AksCreate(args) => self.aks_create(args).await,
             Command::AksShow(args) => {
-                let session = self.session()?;
-                let path = provider_path(
-                    session,
+                self.show(
                     &args.group,
                     &format!("Microsoft.ContainerService/managedClusters/{}", args.name),
-                );
-                Ok(CommandOutput::json(
-                    session
-                        .arm
-                        .call(Method::GET, &path, api::CONTAINER_SERVICE, None)
-                        .await?
-                        .0
-                        .body,
-                ))
+                    api::CONTAINER_SERVICE,
+                )
+                .await
             }
             Command::AksGetCredentials(args) => {
                 self.aks_get_credentials(&args.group, &args.name).await
             }
             Command::ServiceBusNamespaceCreate(args) => self.namespace_create(args).await,
             Command::ServiceBusNamespaceShow(args) => {
-                let session = self.session()?;
-                let path = provider_path(
-                    session,
+                self.show(
                     &args.group,
                     &format!("Microsoft.ServiceBus/namespaces/{}", args.name),
-                );
-                Ok(CommandOutput::json(
-                    session
-                        .arm
-                        .call(Method::GET, &path, api::SERVICE_BUS, None)
-                        .await?
-                        .0
-                        .body,
-                ))
+                    api::SERVICE_BUS,
+                )
+                .await
             }
             Command::ServiceBusQueueCreate(args) => {
                 let session = self.session()?;
@@ -198,23 +182,15 @@ impl Runner {
                 Ok(CommandOutput::json(response.body))
             }
             Command::ServiceBusQueueShow(args) => {
-                let session = self.session()?;
-                let path = provider_path(
-                    session,
+                self.show(
                     &args.group,
                     &format!(
                         "Microsoft.ServiceBus/namespaces/{}/queues/{}",
                         args.namespace, args.name
                     ),
-                );
-                Ok(CommandOutput::json(
-                    session
-                        .arm
-                        .call(Method::GET, &path, api::SERVICE_BUS, None)
-                        .await?
-                        .0
-                        .body,
-                ))
+                    api::SERVICE_BUS,
+                )
+                .await
             }
             Command::IdentityCreate(args) => {
                 let session = self.session()?;
@@ -241,23 +217,15 @@ impl Runner {
                 Ok(CommandOutput::json(response.body))
             }
             Command::IdentityShow(args) => {
-                let session = self.session()?;
-                let path = provider_path(
-                    session,
+                self.show(
                     &args.group,
                     &format!(
                         "Microsoft.ManagedIdentity/userAssignedIdentities/{}",
                         args.name
                     ),
-                );
-                Ok(CommandOutput::json(
-                    session
-                        .arm
-                        .call(Method::GET, &path, api::MANAGED_IDENTITY, None)
-                        .await?
-                        .0
-                        .body,
-                ))
+                    api::MANAGED_IDENTITY,
+                )
+                .await
             }
             Command::FederatedCredentialCreate(args) => {
                 self.federated_credential_create(args).await
@@ -289,6 +257,22 @@ impl Runner {
                 Ok(CommandOutput::json(Value::Null))
             }
         }
+    }
+
+    /// `az ... show`: reads `resource` under the provider path of `group`.
+    async fn show(
+        &self,
+        group: &str,
+        resource: &str,
+        api_version: &str,
+    ) -> Result<CommandOutput, StepError> {
+        let session = self.session()?;
+        let path = provider_path(session, group, resource);
+        let (response, _) = session
+            .arm
+            .call(Method::GET, &path, api_version, None)
+            .await?;
+        Ok(CommandOutput::json(response.body))
     }
 
     /// `az login --service-principal --tenant T`: a token for ARM, then the subscription list.
