@@ -349,7 +349,7 @@ async fn wait_for_shutdown() -> anyhow::Result<()> {
 }
 
 /// Writes through a temporary sibling and a rename, so a reader that waits for the file never
-/// sees half of it.
+/// reads half of it.
 fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");

@@ -160,7 +160,7 @@ fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
 
 /// Process-wide pool of keys, generated on first use and handed out in order.
 ///
-/// Each fake cloud asks for keys by index (`key(0)`, `key(1)`, ...), so two clouds started in
+/// Each fake cloud takes keys by index (`key(0)`, `key(1)`, ...), so two clouds started in
 /// the same process share keys while each keeps its own tenants and issuers.
 pub fn pooled_key(index: usize) -> Arc<SigningKey> {
     static POOL: OnceLock<Mutex<Vec<Arc<SigningKey>>>> = OnceLock::new();

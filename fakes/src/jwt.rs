@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::crypto::{PublicKey, SigningKey};
 
-/// Why a compact JWT could not be decoded or verified.
+/// Failure to decode or verify a compact JWT.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
     /// The token is not three base64url segments holding a JSON header and JSON claims.
@@ -61,17 +61,17 @@ impl DecodedJwt {
         })
     }
 
-    /// The `kid` header, if present.
+    /// Returns the `kid` header, if present.
     pub fn kid(&self) -> Option<&str> {
         self.header.get("kid").and_then(Value::as_str)
     }
 
-    /// A string claim.
+    /// Returns a string claim.
     pub fn claim_str(&self, name: &str) -> Option<&str> {
         self.claims.get(name).and_then(Value::as_str)
     }
 
-    /// A numeric date claim (`exp`, `nbf`, `iat`) in seconds since the Unix epoch.
+    /// Returns a numeric date claim (`exp`, `nbf`, `iat`) in seconds since the Unix epoch.
     pub fn claim_time(&self, name: &str) -> Option<i64> {
         match self.claims.get(name)? {
             Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
@@ -80,7 +80,7 @@ impl DecodedJwt {
         }
     }
 
-    /// The `aud` claim as a list: a single string becomes a list of one.
+    /// Returns the `aud` claim as a list: a single string becomes a list of one.
     pub fn audiences(&self) -> Vec<String> {
         match self.claims.get("aud") {
             Some(Value::String(s)) => vec![s.clone()],

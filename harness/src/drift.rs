@@ -2,7 +2,7 @@
 //! of JSON field paths), recorded with `xtenant run --record FILE` and compared with
 //! `xtenant drift A.json B.json`.
 //!
-//! Recording a fake run and a live run of the same scenario shows where the fakes' answers
+//! Recording a fake run and a live run of the same scenario shows where the fakes' responses
 //! differ from Azure's. Values are not recorded, only field paths, so ids and timestamps do
 //! not count as drift.
 
@@ -44,7 +44,7 @@ impl Recording {
     }
 }
 
-/// Why a recording could not be read or written.
+/// Failure to read or write a recording.
 #[derive(Debug, thiserror::Error)]
 pub enum DriftError {
     #[error("failed to read or write {path}: {source}")]
@@ -64,7 +64,7 @@ pub enum DriftError {
 pub struct Recorder(Arc<Mutex<Recording>>);
 
 impl Recorder {
-    /// Adds one answer to the record of its operation.
+    /// Adds one response to the record of its operation.
     pub fn record(&self, method: &str, url: &str, status: u16, body: &Value) {
         let key = operation_key(method, url);
         let mut recording = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -76,7 +76,7 @@ impl Recorder {
         collect_fields(body, String::new(), &mut record.fields);
     }
 
-    /// A copy of what has been recorded so far.
+    /// Returns a copy of what has been recorded so far.
     pub fn snapshot(&self) -> Recording {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -264,7 +264,7 @@ pub fn compare(baseline: &Recording, compared: &Recording) -> Vec<Difference> {
     differences
 }
 
-/// The drift report as Markdown: a heading, then one bullet per difference.
+/// Renders the drift report as Markdown: a heading, then one bullet per difference.
 pub fn render_report(baseline: &str, compared: &str, differences: &[Difference]) -> String {
     let mut report = format!("# Drift from {baseline} to {compared}\n\n");
     if differences.is_empty() {

@@ -1,6 +1,6 @@
 //! `Microsoft.ContainerService/managedClusters`: AKS clusters and their OIDC issuers.
 //!
-//! A create answers 201 with `provisioningState: Creating` and an `Azure-AsyncOperation` URL
+//! A create returns 201 with `provisioningState: Creating` and an `Azure-AsyncOperation` URL
 //! that reports `InProgress` until the cluster's `ready_at` on the model's clock. The server
 //! fills in what the Azure CLI leaves empty (`kubernetesVersion`, `vmSize`) and what AKS
 //! computes (`fqdn`, `nodeResourceGroup`, the kubelet identity). With
@@ -191,7 +191,7 @@ fn put_cluster(
 }
 
 /// Starts deleting a cluster and its issuer: 202 with both polling headers, as AKS sends.
-/// A cluster that does not exist answers 204.
+/// A cluster that does not exist returns 204.
 fn delete_cluster(
     context: &mut Context<'_>,
     parent: &Parent,

@@ -13,7 +13,7 @@ macro_rules! guid_newtype {
         pub struct $name(String);
 
         impl $name {
-            /// A fresh random GUID.
+            /// Generates a fresh random GUID.
             pub fn random() -> Self {
                 Self(Uuid::new_v4().to_string())
             }
@@ -81,7 +81,7 @@ impl ResourceId {
         self.0.to_ascii_lowercase()
     }
 
-    /// Whether `self` is `other` or one of its ancestors (a scope that contains it).
+    /// Checks whether `self` is `other` or one of its ancestors (a scope that contains it).
     pub fn contains(&self, other: &ResourceId) -> bool {
         if self.0 == "/" {
             return true;
@@ -91,7 +91,7 @@ impl ResourceId {
         target == scope || target.starts_with(&format!("{scope}/"))
     }
 
-    /// A child id: `self` followed by `/segment`.
+    /// Builds a child id: `self` followed by `/segment`.
     pub fn join(&self, segment: &str) -> ResourceId {
         ResourceId::new(format!(
             "{}/{}",
@@ -100,17 +100,17 @@ impl ResourceId {
         ))
     }
 
-    /// The subscription id named by the id, if any.
+    /// Returns the subscription id named by the id, if any.
     pub fn subscription(&self) -> Option<SubscriptionId> {
         self.segment_after("subscriptions").map(SubscriptionId::new)
     }
 
-    /// The resource group name named by the id, if any.
+    /// Returns the resource group name named by the id, if any.
     pub fn resource_group(&self) -> Option<String> {
         self.segment_after("resourcegroups").map(str::to_owned)
     }
 
-    /// The last segment: the resource's name.
+    /// Returns the last segment: the resource's name.
     pub fn name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or("")
     }

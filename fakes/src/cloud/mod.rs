@@ -1,6 +1,6 @@
 //! The in-memory model of Azure that every fake reads and writes, with no I/O.
 //!
-//! One [`Cloud`] holds any number of tenants. A role assignment created through the ARM fake
+//! One [`Cloud`] contains any number of tenants. A role assignment created through the ARM fake
 //! is what the Service Bus fake checks, and a federated identity credential created through
 //! ARM is what the token endpoint matches, because both read this one model.
 
@@ -71,7 +71,7 @@ pub struct Cloud {
 
 impl Cloud {
     /// A cloud with one tenant per name, each with one subscription and an operator
-    /// application that holds Owner on that subscription.
+    /// application that has Owner on that subscription.
     pub fn with_tenants(names: &[&str]) -> Self {
         let mut cloud = Cloud::default();
         for name in names {
@@ -142,7 +142,7 @@ impl Cloud {
             .find(|s| s.id.as_str().eq_ignore_ascii_case(id))
     }
 
-    /// The subscriptions whose tenant is `tenant`.
+    /// Returns the subscriptions whose tenant is `tenant`.
     pub fn subscriptions_of(&self, tenant: &TenantId) -> Vec<&Subscription> {
         self.subscriptions
             .iter()
@@ -150,7 +150,7 @@ impl Cloud {
             .collect()
     }
 
-    /// The operator application of a tenant.
+    /// Returns the operator application of a tenant.
     pub fn operator(&self, tenant: &TenantId) -> Option<&Principal> {
         self.principals
             .iter()
@@ -213,7 +213,7 @@ impl Cloud {
             .collect()
     }
 
-    /// Whether a principal may perform a control-plane action at `scope`.
+    /// Checks whether a principal may perform a control-plane action at `scope`.
     pub fn has_action(&self, principal: &ObjectId, scope: &ResourceId, action: &str) -> bool {
         self.effective_assignments(principal, scope)
             .iter()
@@ -221,7 +221,7 @@ impl Cloud {
             .any(|role| role.allows_action(action))
     }
 
-    /// Whether a principal may perform a data action (Service Bus send or receive) at `scope`.
+    /// Checks whether a principal may perform a data action (Service Bus send or receive) at `scope`.
     pub fn has_data_action(&self, principal: &ObjectId, scope: &ResourceId, action: &str) -> bool {
         self.effective_assignments(principal, scope)
             .iter()
@@ -229,7 +229,7 @@ impl Cloud {
             .any(|role| role.allows_data_action(action))
     }
 
-    /// The namespace whose host name is `host` (`{name}.servicebus.windows.net`).
+    /// Finds the namespace whose host name is `host` (`{name}.servicebus.windows.net`).
     pub fn namespace_by_host(&self, host: &str) -> Option<&Namespace> {
         let name = host
             .split(':')
@@ -360,7 +360,7 @@ impl Cloud {
     }
 }
 
-/// A client secret in the shape Entra generates: 40 URL-safe characters.
+/// Generates a client secret in the shape Entra uses: 40 URL-safe characters.
 fn random_secret() -> String {
     let mut bytes = [0u8; 30];
     rand::rng().fill_bytes(&mut bytes);

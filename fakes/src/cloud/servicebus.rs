@@ -113,7 +113,7 @@ impl Default for QueueProperties {
     }
 }
 
-/// Where a message is in its life cycle (`x-opt-message-state` on delivered messages).
+/// Stage of a message's life cycle (`x-opt-message-state` on delivered messages).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MessageState {
     /// Receivable, or locked by a receiver.
@@ -473,7 +473,7 @@ impl Queue {
         Ok(())
     }
 
-    /// Unlocks the message held by `token` and sets it aside until a receiver asks for it
+    /// Unlocks the message held by `token` and sets it aside until a receiver requests it
     /// by sequence number (defer).
     pub fn defer(&mut self, token: uuid::Uuid, now: OffsetDateTime) -> Result<(), LockLost> {
         let (sub, index) = self.locked_index(token, now)?;
@@ -654,7 +654,7 @@ impl Queue {
         }
     }
 
-    /// The state of session `id`, readable only by the holder of its lock.
+    /// Returns the state of session `id`, readable only by the receiver that locked it.
     pub fn session_state(
         &mut self,
         id: &str,
@@ -743,10 +743,10 @@ pub struct SessionLockLost;
 )]
 pub struct MessageNotFound(pub i64);
 
-/// Why a session could not be locked.
+/// Failure to lock a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionLockError {
-    /// Another receiver holds the session: `SessionCannotBeLockedException`.
+    /// Another receiver has locked the session: `SessionCannotBeLockedException`.
     #[error(
         "The requested session '{0}' cannot be accepted. It may be locked by another receiver."
     )]
@@ -756,7 +756,7 @@ pub enum SessionLockError {
     NoSessionAvailable,
 }
 
-/// Why a queue rejected a sent message.
+/// Reason a queue rejected a sent message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// The queue requires sessions and the message has no `group-id`.
@@ -768,7 +768,7 @@ pub enum SendError {
     SessionIdMissing,
 }
 
-/// The time from which `apply_time` has work on `message`: its scheduled enqueue time or
+/// Returns the time from which `apply_time` has work on `message`: its scheduled enqueue time or
 /// its expiry. An expired message that a lock kept is due at once, because an abandon can
 /// release that lock before it ends.
 fn due_at(message: &StoredMessage) -> Option<OffsetDateTime> {

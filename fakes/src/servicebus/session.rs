@@ -255,7 +255,7 @@ impl Session {
         let resolved = match resolved {
             Ok(resolved) => resolved,
             Err((condition, description)) => {
-                span.in_scope(|| debug!(?condition, %description, "rejected: link refused"));
+                span.in_scope(|| debug!(?condition, %description, "rejected a link attach"));
                 reply.source = None;
                 reply.target = None;
                 self.frame(&mut connection.outbox, &codec::encode_full(&reply), &[]);

@@ -35,7 +35,7 @@ impl std::fmt::Debug for ArmClient {
 }
 
 /// Code a target runs around every ARM request: it may rewrite or reject the request, and it
-/// sees each answer and each poll of a long-running operation.
+/// receives each response and each poll of a long-running operation.
 pub trait ArmHooks: Send + Sync {
     /// Rewrites the URL or body before sending; an `Err` rejects the request with that reason.
     fn before_send(
@@ -47,7 +47,7 @@ pub trait ArmHooks: Send + Sync {
         Ok(())
     }
 
-    /// Sees every HTTP answer, errors included.
+    /// Receives every HTTP response, errors included.
     fn after_response(&self, _method: &Method, _url: &str, _status: u16, _body: &Value) {}
 
     /// Sees each poll of a long-running operation after the first, with the time since the
@@ -282,7 +282,7 @@ impl ArmClient {
     }
 }
 
-/// Delay between polls when the answer has no usable `Retry-After`. The SDKs wait 30 s; the
+/// Delay between polls when the response has no usable `Retry-After`. The SDKs wait 30 s; the
 /// fakes always send `Retry-After`, so this only applies to real Azure.
 const DEFAULT_DELAY: Duration = Duration::from_secs(30);
 

@@ -1,4 +1,4 @@
-//! The workload-identity webhook served over HTTPS as a real admission webhook: it answers
+//! The workload-identity webhook served over HTTPS as a real admission webhook: it serves
 //! `admission.k8s.io/v1` AdmissionReview requests on `/mutate-v1-pod` with the JSON patch of
 //! [`webhook::mutation_patch`], the function the embedded cluster applies.
 //!
@@ -149,7 +149,7 @@ where
     }
 }
 
-/// Answers one AdmissionReview: a JSONPatch for a selected pod, `allowed` with no patch for
+/// Builds the response to one AdmissionReview: a JSONPatch for a selected pod, `allowed` with no patch for
 /// any other object, and a denial with the webhook's message when mutation fails.
 pub async fn review_response(
     review: &Value,

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a step ended.
+/// Outcome of a step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Passed,
@@ -27,7 +27,7 @@ pub struct StepReport {
     pub outcome: Outcome,
     /// Extra detail: the last log line, an expected error that was observed.
     pub note: Option<String>,
-    /// What produced a failure: the HTTP request and its answer, or the workload's log line
+    /// What produced a failure: the HTTP request and its response, or the workload's log line
     /// with the AMQP or AADSTS error.
     pub evidence: Option<String>,
 }
@@ -51,7 +51,7 @@ impl ScenarioReport {
             .filter(|s| matches!(s.outcome, Outcome::Failed { .. }))
     }
 
-    /// The closing line: step counts and the total time.
+    /// Returns the closing line: step counts and the total time.
     pub fn summary(&self) -> String {
         let passed = self
             .steps
@@ -75,7 +75,7 @@ impl ScenarioReport {
 }
 
 impl StepReport {
-    /// The step as one or more lines of text, as `xtenant run` prints it.
+    /// Renders the step as one or more lines of text, as `xtenant run` prints it.
     pub fn render(&self) -> String {
         let mark = match self.outcome {
             Outcome::Passed => "ok  ",
@@ -128,7 +128,7 @@ pub fn format_duration(duration: Duration) -> String {
 }
 
 impl ScenarioReport {
-    /// The report as JSON for `--report json`: the scenario, its verdict and every step.
+    /// Renders the report as JSON for `--report json`: the scenario, its verdict and every step.
     pub fn to_json(&self) -> serde_json::Value {
         let steps: Vec<serde_json::Value> = self
             .steps
@@ -165,7 +165,7 @@ impl ScenarioReport {
     }
 }
 
-/// The reports as a JUnit XML document: one test suite per scenario, one test case per step.
+/// Renders the reports as a JUnit XML document: one test suite per scenario, one test case per step.
 pub fn junit_xml(reports: &[ScenarioReport]) -> String {
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n");
     for report in reports {

@@ -24,7 +24,7 @@ pub use vars::{expand, referenced_variables};
 /// How many `extends` links a scenario may follow before the chain counts as a cycle.
 const MAX_EXTENDS_DEPTH: usize = 8;
 
-/// Why a scenario file could not be loaded or a step could not be read.
+/// Failure to load a scenario file or read one of its steps.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The file could not be read.
@@ -364,7 +364,7 @@ impl RawStep {
         }
     }
 
-    /// An error about this step, naming its file, line and command.
+    /// Builds an error about this step, naming its file, line and command.
     pub fn error(&self, message: String) -> ScenarioError {
         ScenarioError::Step {
             file: self.file.clone(),
@@ -442,7 +442,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "fault",
 ];
 
-/// The known command nearest to a misspelt one, when it is close enough to be a typo.
+/// Finds the known command nearest to a misspelt one, when it is close enough to be a typo.
 fn closest(command: &str) -> Option<&'static str> {
     COMMAND_NAMES
         .iter()

@@ -4,7 +4,7 @@
 //! workload-identity webhook runs in this process as a real admission webhook
 //! ([`crate::cluster::webhook_server`]), and pods reach the fakes on the Docker network's
 //! gateway ([`wiring`]). The cluster is driven with the `kind` and `kubectl` programs through
-//! `tokio::process`; ARCHITECTURE.md says why kubectl and not the `kube` crate.
+//! `tokio::process`; ARCHITECTURE.md gives the reason for kubectl and not the `kube` crate.
 //!
 //! A [`KindCluster`] deletes its cluster when dropped, unless it reuses one
 //! (`--reuse-kind-cluster`). Needs Docker, so it runs in CI and on machines with Docker.
